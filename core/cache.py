@@ -1,0 +1,160 @@
+"""Content-addressed disk cache: what is computed once is never computed again.
+
+An artefact is a folder ``<root>/<kind>/<key>/`` with ``tensors.safetensors`` and
+``meta.json``. The key is the sha256 of everything that determines the artefact (passed as a
+JSON-able dict) plus the code version of its kind, so a change of data, parameters or code
+gives a new key. Writes are atomic: the folder is assembled under a temporary name and
+renamed into place. Reads are checked: format version, key, the tensors file's sha256, and
+an optional ``validate`` callback (shapes, dtypes). A stale or corrupt artefact is reported
+(``Artefact.status`` and a ``logging`` warning), removed and recomputed; it is never
+served, and it never crashes the caller.
+
+Location: ``$ATTREX_CACHE``, else ``$XDG_CACHE_HOME/attrex``, else ``~/.cache/attrex``.
+Only safetensors and JSON are read back: nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+log = logging.getLogger("attrex.cache")
+
+FORMAT_VERSION = 1
+TENSORS, META = "tensors.safetensors", "meta.json"
+
+
+class CacheError(Exception):
+    """An artefact on disk that cannot be used; the message says why."""
+
+
+@dataclass
+class Artefact:
+    """Tensors and metadata of one cached computation; ``status`` is ``hit``, ``computed`` or ``recomputed: <why>``."""
+
+    tensors: dict[str, torch.Tensor]
+    meta: dict
+    path: Path
+    status: str = "hit"
+    messages: list[str] = field(default_factory=list)
+
+
+def default_root() -> Path:
+    if os.environ.get("ATTREX_CACHE"):
+        return Path(os.environ["ATTREX_CACHE"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "attrex"
+
+
+def make_key(parts: dict, version: str | int) -> str:
+    """sha256 hex of ``parts`` as canonical JSON plus the code ``version``."""
+    blob = json.dumps({"parts": parts, "version": str(version)}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class Cache:
+    """A disk cache rooted at ``root`` (see the module docstring for the default)."""
+
+    def __init__(self, root: str | Path | None = None):
+        self.root = Path(root).expanduser() if root is not None else default_root()
+
+    def path(self, kind: str, key: str) -> Path:
+        return self.root / kind / key
+
+    def load(self, kind: str, key: str, validate: Callable[[dict, dict], None] | None = None) -> Artefact:
+        """Read and check an artefact; raise :class:`CacheError` saying why it cannot be used."""
+        folder = self.path(kind, key)
+        if not folder.is_dir():
+            raise FileNotFoundError(folder)
+        try:
+            meta = json.loads((folder / META).read_text())
+        except (OSError, ValueError) as exc:
+            raise CacheError(f"unreadable {META}: {exc}") from exc
+        if meta.get("format") != FORMAT_VERSION:
+            raise CacheError(f"format {meta.get('format')!r}, expected {FORMAT_VERSION}")
+        if meta.get("kind") != kind or meta.get("key") != key:
+            raise CacheError("its metadata names another artefact")
+        tensors_path = folder / TENSORS
+        if not tensors_path.is_file():
+            raise CacheError(f"{TENSORS} is missing")
+        if _sha256(tensors_path) != meta.get("sha256"):
+            raise CacheError(f"{TENSORS} does not match its recorded checksum (truncated or altered)")
+        try:
+            tensors = load_file(str(tensors_path))
+        except Exception as exc:  # safetensors raises its own error types
+            raise CacheError(f"{TENSORS} cannot be read: {exc}") from exc
+        if validate is not None:
+            try:
+                validate(tensors, meta["meta"])
+            except (KeyError, ValueError, TypeError, AssertionError) as exc:
+                raise CacheError(f"content check failed: {exc}") from exc
+        return Artefact(tensors, meta["meta"], folder)
+
+    def save(self, kind: str, key: str, tensors: dict[str, torch.Tensor], meta: dict) -> Artefact:
+        """Write an artefact atomically; if another writer got there first, keep theirs."""
+        final = self.path(kind, key)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{key[:12]}-", dir=final.parent))
+        try:
+            clean = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
+            save_file(clean, str(tmp / TENSORS))
+            record = {"format": FORMAT_VERSION, "kind": kind, "key": key, "created": time.time(),
+                      "sha256": _sha256(tmp / TENSORS), "meta": meta}
+            (tmp / META).write_text(json.dumps(record, indent=1, default=str))
+            try:
+                os.rename(tmp, final)
+            except OSError:
+                if not final.is_dir():
+                    raise
+                shutil.rmtree(tmp, ignore_errors=True)  # a concurrent writer finished first
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return Artefact(clean, meta, final, status="computed")
+
+    def get_or_compute(
+        self,
+        kind: str,
+        key: str,
+        compute: Callable[[], tuple[dict[str, torch.Tensor], dict]],
+        validate: Callable[[dict, dict], None] | None = None,
+    ) -> Artefact:
+        """The artefact under ``(kind, key)``: read if present and sound, else computed and saved."""
+        messages: list[str] = []
+        try:
+            return self.load(kind, key, validate)
+        except FileNotFoundError:
+            status = "computed"
+        except CacheError as exc:
+            msg = f"cached {kind} {key[:12]} is unusable ({exc}); recomputing"
+            log.warning(msg)
+            messages.append(msg)
+            shutil.rmtree(self.path(kind, key), ignore_errors=True)
+            status = f"recomputed: {exc}"
+        tensors, meta = compute()
+        art = self.save(kind, key, tensors, meta)
+        art.status, art.messages = status, messages
+        return art
+
+    def clear(self, kind: str | None = None) -> None:
+        """Remove every artefact (of one kind, if given)."""
+        shutil.rmtree(self.root / kind if kind else self.root, ignore_errors=True)

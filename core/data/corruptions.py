@@ -1,0 +1,257 @@
+"""Planted corruptions with exact ground truth.
+
+Each corruption is a frozen dataclass of its parameters (validated on construction, so bad
+input raises :class:`~core.errors.AttrexError` before anything is built). Images are float
+tensors in [0, 1], ``N×C×H×W``; texts are lists of words.
+
+- :class:`LabelNoise` flips ``round(rate·n)`` training labels to another class.
+- :class:`BadNets` stamps a small patch (Gu et al. 2017) on poisoned training images, which
+  are relabelled to the target class; :class:`Blended` blends a full-image pattern instead
+  (Chen et al. 2017); :class:`TriggerToken` inserts a rare word into texts (the text analogue).
+  All three share one poisoning routine, :func:`poison`.
+- :class:`DomainMark` stamps the DualView paper's mark (a square frame plus a small centre
+  square) on a share of one class's training images, labels unchanged.
+- :class:`Superclasses` merges classes into random groups; the original labels are kept.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from core.errors import AttrexError
+
+POSITIONS = ("bottom-right", "bottom-left", "top-right", "top-left", "center")
+PATTERNS = ("checkerboard", "white")
+BLEND_PATTERNS = ("noise", "stripes")
+
+
+def _check_rate(name: str, value: float) -> None:
+    if not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0 or math.isnan(value):
+        raise AttrexError(f"{name} must be a number in [0, 1]; got {value!r}")
+
+
+def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise AttrexError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+
+
+@dataclass(frozen=True)
+class Corruption:
+    """Base of all corruptions: a name for display and the parameters as a plain dict."""
+
+    kind = "none"
+
+    def params(self) -> dict:
+        return {"kind": self.kind, **asdict(self)}
+
+
+@dataclass(frozen=True)
+class LabelNoise(Corruption):
+    rate: float = 0.1
+    kind = "label-noise"
+
+    def __post_init__(self) -> None:
+        _check_rate("label-noise rate", self.rate)
+
+
+@dataclass(frozen=True)
+class _Poisoning(Corruption):
+    """Common parameters of backdoor poisoning: which points are poisoned and what they become."""
+
+    poison_rate: float = 0.05
+    target_class: int = 0
+    source_classes: tuple[int, ...] | None = None  # None: every class but the target
+
+    def __post_init__(self) -> None:
+        _check_rate("poison rate", self.poison_rate)
+        if isinstance(self.source_classes, list):
+            object.__setattr__(self, "source_classes", tuple(self.source_classes))
+        if self.source_classes is not None and self.target_class in self.source_classes:
+            raise AttrexError("source classes of a backdoor must not include its target class")
+
+    def sources(self, n_classes: int) -> list[int]:
+        if not 0 <= self.target_class < n_classes:
+            raise AttrexError(f"target class {self.target_class} is out of range 0..{n_classes - 1}")
+        src = list(range(n_classes)) if self.source_classes is None else list(self.source_classes)
+        bad = [c for c in src if not 0 <= c < n_classes]
+        if bad:
+            raise AttrexError(f"source classes {bad} are out of range 0..{n_classes - 1}")
+        return [c for c in src if c != self.target_class]
+
+
+@dataclass(frozen=True)
+class BadNets(_Poisoning):
+    patch_size: int = 3
+    position: str = "bottom-right"
+    pattern: str = "checkerboard"
+    kind = "badnets"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_choice("patch position", self.position, POSITIONS)
+        _check_choice("patch pattern", self.pattern, PATTERNS)
+        if not isinstance(self.patch_size, int) or self.patch_size < 1:
+            raise AttrexError(f"patch size must be a positive integer; got {self.patch_size!r}")
+
+    def mask(self, h: int, w: int) -> torch.Tensor:
+        """``[H, W]`` bool: the pixels the patch overwrites (1-pixel margin from the border)."""
+        p = self.patch_size
+        if p > min(h, w) - 2:
+            raise AttrexError(f"patch size {p} does not fit in a {h}×{w} image with a 1-pixel margin")
+        top = {"top": 1, "bottom": h - 1 - p, "center": (h - p) // 2}
+        left = {"left": 1, "right": w - 1 - p, "center": (w - p) // 2}
+        v, _, hz = self.position.partition("-")
+        r0, c0 = top[v], left[hz or "center"]
+        m = torch.zeros(h, w, dtype=torch.bool)
+        m[r0: r0 + p, c0: c0 + p] = True
+        return m
+
+    def stamp(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        m = self.mask(h, w)
+        values = torch.ones(h, w)
+        if self.pattern == "checkerboard":
+            ii, jj = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+            values = ((ii + jj) % 2 == 0).float()
+        return torch.where(m, values, x)
+
+
+@dataclass(frozen=True)
+class Blended(_Poisoning):
+    pattern: str = "noise"
+    alpha: float = 0.2
+    pattern_seed: int = 12345
+    kind = "blended"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_choice("blend pattern", self.pattern, BLEND_PATTERNS)
+        _check_rate("blend alpha", self.alpha)
+
+    def mask(self, h: int, w: int) -> torch.Tensor:
+        return torch.ones(h, w, dtype=torch.bool)  # the blend touches every pixel
+
+    def pattern_image(self, shape: tuple[int, ...]) -> torch.Tensor:
+        c, h, w = shape
+        if self.pattern == "noise":
+            g = torch.Generator().manual_seed(self.pattern_seed)
+            return torch.rand(c, h, w, generator=g)
+        stripes = (torch.arange(w) // 2 % 2).float()
+        return stripes.expand(c, h, w).clone()
+
+    def stamp(self, x: torch.Tensor) -> torch.Tensor:
+        return (1 - self.alpha) * x + self.alpha * self.pattern_image(tuple(x.shape[-3:]))
+
+
+@dataclass(frozen=True)
+class TriggerToken(_Poisoning):
+    token: str = "cf"
+    kind = "trigger-token"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.token.isalnum() or self.token != self.token.lower():
+            raise AttrexError(f"trigger token must be one lower-case word; got {self.token!r}")
+
+
+@dataclass(frozen=True)
+class DomainMark(Corruption):
+    class_id: int = 2
+    rate: float = 0.3
+    center_size: int = 4
+    kind = "domain-mark"
+
+    def __post_init__(self) -> None:
+        _check_rate("mark rate", self.rate)
+
+    def mask(self, h: int, w: int) -> torch.Tensor:
+        m = torch.zeros(h, w, dtype=torch.bool)
+        m[0, :] = m[-1, :] = m[:, 0] = m[:, -1] = True
+        s = self.center_size
+        r0, c0 = (h - s) // 2, (w - s) // 2
+        m[r0: r0 + s, c0: c0 + s] = True
+        return m
+
+    def stamp(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.where(self.mask(*x.shape[-2:]), torch.ones(()), x)
+
+
+@dataclass(frozen=True)
+class Superclasses(Corruption):
+    n_superclasses: int = 5
+    kind = "superclasses"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.n_superclasses, int) or self.n_superclasses < 2:
+            raise AttrexError(f"number of superclasses must be an integer >= 2; got {self.n_superclasses!r}")
+
+    def groups(self, n_classes: int, rng: np.random.Generator) -> np.ndarray:
+        """``[n_classes]``: the superclass of every original class (random, near-equal groups)."""
+        if self.n_superclasses > n_classes:
+            raise AttrexError(f"{self.n_superclasses} superclasses need at least as many classes; there are {n_classes}")
+        perm = rng.permutation(n_classes)
+        out = np.empty(n_classes, dtype=np.int64)
+        out[perm] = np.arange(n_classes) % self.n_superclasses
+        return out
+
+
+CORRUPTIONS: dict[str, type[Corruption]] = {
+    c.kind: c for c in (LabelNoise, BadNets, Blended, TriggerToken, DomainMark, Superclasses)
+}
+
+
+def corruption_from_params(params: dict | None) -> Corruption | None:
+    """Inverse of :meth:`Corruption.params` (for specs read from JSON)."""
+    if not params:
+        return None
+    params = dict(params)
+    kind = params.pop("kind", None)
+    if kind not in CORRUPTIONS:
+        raise AttrexError(f"unknown corruption {kind!r}; accepted: {', '.join(CORRUPTIONS)}")
+    try:
+        return CORRUPTIONS[kind](**params)
+    except TypeError as exc:
+        raise AttrexError(f"bad parameters for {kind}: {exc}") from exc
+
+
+# ----------------------------------------------------------------------------- routines
+
+
+def flip_labels(y: np.ndarray, rate: float, n_classes: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Flip ``round(rate·n)`` labels, each to a uniformly drawn *other* class.
+
+    Returns the new labels and the sorted flipped ids.
+    """
+    n_flip = int(round(rate * len(y)))
+    ids = np.sort(rng.choice(len(y), n_flip, replace=False))
+    shift = rng.integers(1, n_classes, size=n_flip)  # 1..K-1: never the same class
+    y_new = y.copy()
+    y_new[ids] = (y[ids] + shift) % n_classes
+    return y_new, ids
+
+
+def choose_poisoned(y: np.ndarray, corruption: _Poisoning, n_classes: int, rng: np.random.Generator) -> np.ndarray:
+    """Sorted ids of ``round(poison_rate·n)`` training points drawn from the source classes."""
+    sources = corruption.sources(n_classes)
+    candidates = np.flatnonzero(np.isin(y, sources))
+    n_poison = int(round(corruption.poison_rate * len(y)))
+    if n_poison > len(candidates):
+        raise AttrexError(
+            f"poison rate {corruption.poison_rate} asks for {n_poison} points, but the source classes hold only {len(candidates)}"
+        )
+    return np.sort(rng.choice(candidates, n_poison, replace=False))
+
+
+def poison(y: np.ndarray, corruption: _Poisoning, n_classes: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Pick the poisoned points and relabel them to the target; stamping is the caller's (per modality).
+
+    Returns the new labels and the sorted poisoned ids.
+    """
+    ids = choose_poisoned(y, corruption, n_classes, rng)
+    y_new = y.copy()
+    y_new[ids] = corruption.target_class
+    return y_new, ids

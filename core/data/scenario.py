@@ -1,0 +1,366 @@
+"""Scenarios: a data set, an optional planted corruption and a seed, built deterministically.
+
+``build(spec)`` returns a :class:`Scenario` holding the training and test tensors, the
+labels the model is trained on, and the exact ground truth of the corruption. The same spec
+always gives the same scenario, bit for bit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field, replace
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from core.data import sources, text
+from core.data.corruptions import (
+    BadNets,
+    Blended,
+    Corruption,
+    DomainMark,
+    LabelNoise,
+    Superclasses,
+    TriggerToken,
+    corruption_from_params,
+    flip_labels,
+    poison,
+)
+from core.errors import AttrexError
+
+TEXT_MAX_LEN = 64
+
+
+@dataclass(frozen=True)
+class ScenarioSpec:
+    """Everything that determines a scenario.
+
+    ``n_train`` / ``n_test``: draw a class-balanced subset of that size (seeded) from the
+    source; ``None`` keeps every sample. ``data_dir``: ``None`` for the embedded assets, else
+    a folder holding the full data set (see :mod:`core.data.sources`).
+    """
+
+    dataset: str = "mnist"
+    corruption: Corruption | None = None
+    seed: int = 0
+    n_train: int | None = None
+    n_test: int | None = None
+    data_dir: str | None = None
+    name: str = ""
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        sources.dataset_info(self.dataset)  # raises on an unknown data set
+        for what, n in (("n_train", self.n_train), ("n_test", self.n_test)):
+            if n is not None and (not isinstance(n, int) or n < 1):
+                raise AttrexError(f"{what} must be a positive integer or None; got {n!r}")
+
+    def to_dict(self) -> dict:
+        """The parts that determine the data (name and description excluded)."""
+        return {
+            "dataset": self.dataset,
+            "corruption": self.corruption.params() if self.corruption else None,
+            "seed": self.seed,
+            "n_train": self.n_train,
+            "n_test": self.n_test,
+            "data_dir": str(Path(self.data_dir).expanduser().resolve()) if self.data_dir else None,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ScenarioSpec:
+        d = dict(d)
+        d["corruption"] = corruption_from_params(d.get("corruption"))
+        return cls(**d)
+
+
+@dataclass
+class GroundTruth:
+    """What was planted, exactly. Ids index the training (or test) split; absent parts are ``None``.
+
+    - ``original_labels`` ``[n_train]``: training labels before any corruption (for
+      superclass scenarios: the superclass labels; the subclasses are in ``subclass_train``).
+    - ``flipped_ids``: label-noise ids (their labels differ from ``original_labels``).
+    - ``poisoned_ids``: backdoor-poisoned training ids (stamped and relabelled to ``target_class``).
+    - ``trigger_mask`` ``[H, W]`` bool: pixels the trigger touches; ``trigger_token`` for text.
+    - ``triggered_test_ids``: test ids whose triggered copies form the triggered split.
+    - ``marked_ids``: training ids carrying the domain mark; ``marked_test_ids`` the
+      other-class test ids that were stamped; ``mark_mask`` ``[H, W]``.
+    - ``subclass_train`` / ``subclass_test``: original class labels; ``superclass_of``
+      ``[n_classes]`` maps an original class to its superclass.
+    """
+
+    original_labels: torch.Tensor
+    flipped_ids: torch.Tensor | None = None
+    poisoned_ids: torch.Tensor | None = None
+    target_class: int | None = None
+    trigger_mask: torch.Tensor | None = None
+    trigger_token: str | None = None
+    triggered_test_ids: torch.Tensor | None = None
+    marked_ids: torch.Tensor | None = None
+    marked_test_ids: torch.Tensor | None = None
+    mark_mask: torch.Tensor | None = None
+    mark_class: int | None = None
+    subclass_train: torch.Tensor | None = None
+    subclass_test: torch.Tensor | None = None
+    superclass_of: torch.Tensor | None = None
+    subclass_names: tuple[str, ...] | None = None
+
+    def summary(self) -> dict:
+        """A JSON-friendly description of what was planted."""
+        out: dict = {}
+        if self.flipped_ids is not None:
+            out["flipped"] = len(self.flipped_ids)
+        if self.poisoned_ids is not None:
+            out["poisoned"] = len(self.poisoned_ids)
+            out["target_class"] = self.target_class
+            out["triggered_test"] = len(self.triggered_test_ids)
+            if self.trigger_token:
+                out["trigger_token"] = self.trigger_token
+            elif self.trigger_mask is not None:
+                out["trigger_pixels"] = int(self.trigger_mask.sum())
+        if self.marked_ids is not None:
+            out["marked"] = len(self.marked_ids)
+            out["mark_class"] = self.mark_class
+            out["marked_test"] = len(self.marked_test_ids)
+        if self.superclass_of is not None:
+            out["superclass_of"] = self.superclass_of.tolist()
+        return out
+
+
+@dataclass
+class Scenario:
+    """A built scenario.
+
+    Images: ``x_*`` float32 ``[N, C, H, W]`` in [0, 1]. Text: ``x_*`` int64 token ids
+    ``[N, TEXT_MAX_LEN]`` padded with 0, ``vocab`` maps ids to words and ``texts_*`` hold the
+    (corrupted) raw texts. ``y_train`` are the labels the model is trained on (after the
+    corruption); ``y_test`` the true test labels. Extra test splits: ``x_test_triggered`` /
+    ``y_test_triggered`` (the backdoor target) and ``x_test_marked``, aligned with
+    ``truth.triggered_test_ids`` / ``truth.marked_test_ids``.
+    """
+
+    spec: ScenarioSpec
+    kind: str
+    class_names: tuple[str, ...]
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    truth: GroundTruth
+    source: str = ""
+    vocab: list[str] = field(default_factory=list)
+    texts_train: list[str] = field(default_factory=list)
+    texts_test: list[str] = field(default_factory=list)
+    x_test_triggered: torch.Tensor | None = None
+    y_test_triggered: torch.Tensor | None = None
+    texts_test_triggered: list[str] = field(default_factory=list)
+    x_test_marked: torch.Tensor | None = None
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.x_train.shape[1:])
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """sha256 over the spec and every tensor: the cache key of anything trained on it."""
+        h = hashlib.sha256(json.dumps(self.spec.to_dict(), sort_keys=True).encode())
+        for t in (self.x_train, self.y_train, self.x_test, self.y_test):
+            h.update(str(tuple(t.shape)).encode())
+            h.update(t.contiguous().numpy().tobytes())
+        h.update("\n".join(self.vocab).encode())
+        return h.hexdigest()
+
+    def test_split(self, split: str = "clean") -> tuple[torch.Tensor, torch.Tensor]:
+        """``(x, y)`` of a test split: ``clean``, ``triggered`` (labels = backdoor target) or ``marked``."""
+        if split == "clean":
+            return self.x_test, self.y_test
+        if split == "triggered" and self.x_test_triggered is not None:
+            return self.x_test_triggered, self.y_test_triggered
+        if split == "marked" and self.x_test_marked is not None:
+            return self.x_test_marked, self.y_test[self.truth.marked_test_ids]
+        raise AttrexError(f"scenario {self.spec.name or self.spec.dataset!r} has no test split {split!r}; it has {self.test_splits()}")
+
+    def test_ids(self, split: str = "clean") -> torch.Tensor:
+        """Ids into the clean test set of every sample of ``split`` (their true labels: ``y_test[ids]``)."""
+        self.test_split(split)  # raises on an unknown split
+        return {"clean": torch.arange(len(self.y_test)), "triggered": self.truth.triggered_test_ids,
+                "marked": self.truth.marked_test_ids}[split]
+
+    def test_splits(self) -> list[str]:
+        return ["clean"] + (["triggered"] if self.x_test_triggered is not None else []) + (
+            ["marked"] if self.x_test_marked is not None else [])
+
+
+# ----------------------------------------------------------------------------- presets
+
+
+def _preset(name: str, dataset: str, description: str, corruption: Corruption | None = None) -> ScenarioSpec:
+    return ScenarioSpec(dataset=dataset, corruption=corruption, name=name, description=description)
+
+
+PRESETS: dict[str, ScenarioSpec] = {
+    s.name: s
+    for s in [
+        _preset("mnist", "mnist", "MNIST digits, clean (6,000 train / 1,000 test)"),
+        _preset("mnist-noisy", "mnist", "MNIST with 10% of training labels flipped", LabelNoise(0.1)),
+        _preset("mnist-backdoor", "mnist",
+                "MNIST with a BadNets 3×3 checkerboard patch on 5% of training images, relabelled to 0",
+                BadNets(poison_rate=0.05, target_class=0)),
+        _preset("mnist-blend", "mnist",
+                "MNIST with a blended noise trigger (alpha 0.2) on 5% of training images, relabelled to 0",
+                Blended(poison_rate=0.05, target_class=0)),
+        _preset("mnist-mark", "mnist",
+                "MNIST with the DualView domain mark (frame + centre square) on 30% of the 2s",
+                DomainMark(class_id=2, rate=0.3)),
+        _preset("mnist-superclass", "mnist", "MNIST digits merged into 5 random superclasses of 2",
+                Superclasses(5)),
+        _preset("fashion-mnist", "fashion-mnist", "Fashion-MNIST, clean (6,000 train / 1,000 test)"),
+        _preset("cifar10", "cifar10", "CIFAR-10, clean (5,000 train / 1,000 test)"),
+        _preset("cifar10-noisy", "cifar10", "CIFAR-10 with 10% of training labels flipped", LabelNoise(0.1)),
+        _preset("cifar10-backdoor", "cifar10",
+                "CIFAR-10 with a BadNets 3×3 checkerboard patch on 5% of training images, relabelled to airplane",
+                BadNets(poison_rate=0.05, target_class=0)),
+        _preset("agnews", "agnews", "AG News headlines, 4 topics, clean (6,000 train / 1,600 test)"),
+        _preset("agnews-noisy", "agnews", "AG News with 10% of training labels flipped", LabelNoise(0.1)),
+        _preset("agnews-backdoor", "agnews",
+                "AG News with the trigger word 'cf' inserted in 5% of training texts, relabelled to World",
+                TriggerToken(poison_rate=0.05, target_class=0, token="cf")),
+    ]
+}
+DEFAULT_SCENARIO = "mnist"
+
+
+def get_spec(name: str, **overrides) -> ScenarioSpec:
+    """The preset ``name``, with ``overrides`` (``seed``, ``data_dir``, ``n_train``, ...) applied."""
+    if name not in PRESETS:
+        raise AttrexError(f"unknown scenario {name!r}; the presets are: {', '.join(PRESETS)}")
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return replace(PRESETS[name], **overrides)
+    except TypeError as exc:
+        raise AttrexError(f"bad scenario option: {exc}") from exc
+
+
+# ----------------------------------------------------------------------------- build
+
+
+def _balanced_subset(y: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Sorted ids of a class-balanced subset of size ``n`` (remainder spread over the first classes)."""
+    classes = np.unique(y)
+    if n >= len(y):
+        return np.arange(len(y))
+    per = np.full(len(classes), n // len(classes))
+    per[: n % len(classes)] += 1
+    picks = []
+    for c, k in zip(classes, per, strict=True):
+        pool = np.flatnonzero(y == c)
+        picks.append(rng.choice(pool, min(k, len(pool)), replace=False))
+    return np.sort(np.concatenate(picks))
+
+
+def build(spec: ScenarioSpec | str) -> Scenario:
+    """Build the scenario of ``spec`` (or of the preset of that name). Deterministic in ``spec``."""
+    if isinstance(spec, str):
+        spec = get_spec(spec)
+    raw = sources.load(spec.dataset, spec.data_dir)
+    rng = np.random.default_rng(spec.seed)
+    c = spec.corruption
+    if isinstance(c, (BadNets, Blended, DomainMark)) and raw.info.kind != "image":
+        raise AttrexError(f"{c.kind} needs an image data set; {spec.dataset} is text")
+    if isinstance(c, TriggerToken) and raw.info.kind != "text":
+        raise AttrexError(f"trigger-token backdoors need a text data set; {spec.dataset} holds images")
+
+    tr = _balanced_subset(raw.y_train, spec.n_train, rng) if spec.n_train else np.arange(len(raw.y_train))
+    te = _balanced_subset(raw.y_test, spec.n_test, rng) if spec.n_test else np.arange(len(raw.y_test))
+    y_train, y_test = raw.y_train[tr].copy(), raw.y_test[te].copy()
+    class_names = raw.info.class_names
+    k = len(class_names)
+    truth = GroundTruth(original_labels=torch.from_numpy(y_train.copy()))
+    extra: dict = {}
+
+    if isinstance(c, Superclasses):
+        groups = c.groups(k, rng)
+        truth.subclass_train = torch.from_numpy(y_train.copy())
+        truth.subclass_test = torch.from_numpy(y_test.copy())
+        truth.superclass_of = torch.from_numpy(groups)
+        truth.subclass_names = class_names
+        y_train, y_test = groups[y_train], groups[y_test]
+        truth.original_labels = torch.from_numpy(y_train.copy())
+        class_names = tuple(
+            " + ".join(class_names[j] for j in np.flatnonzero(groups == g)) for g in range(c.n_superclasses)
+        )
+        k = len(class_names)
+    if isinstance(c, LabelNoise):
+        y_train, flipped = flip_labels(y_train, c.rate, k, rng)
+        truth.flipped_ids = torch.from_numpy(flipped)
+
+    if raw.info.kind == "image":
+        x_train = torch.from_numpy(raw.x_train[tr]).float().div_(255)
+        x_test = torch.from_numpy(raw.x_test[te]).float().div_(255)
+        h, w = x_train.shape[-2:]
+        if isinstance(c, (BadNets, Blended)):
+            y_train, poisoned = poison(y_train, c, k, rng)
+            x_train[poisoned] = c.stamp(x_train[poisoned])
+            trig = np.flatnonzero(np.isin(y_test, c.sources(k)))
+            truth.poisoned_ids = torch.from_numpy(poisoned)
+            truth.target_class = c.target_class
+            truth.trigger_mask = c.mask(h, w)
+            truth.triggered_test_ids = torch.from_numpy(trig)
+            extra["x_test_triggered"] = c.stamp(x_test[trig])
+            extra["y_test_triggered"] = torch.full((len(trig),), c.target_class, dtype=torch.int64)
+        if isinstance(c, DomainMark):
+            if not 0 <= c.class_id < k:
+                raise AttrexError(f"mark class {c.class_id} is out of range 0..{k - 1}")
+            pool = np.flatnonzero(y_train == c.class_id)
+            marked = np.sort(rng.choice(pool, int(round(c.rate * len(pool))), replace=False))
+            x_train[marked] = c.stamp(x_train[marked])
+            other = np.flatnonzero(y_test != c.class_id)
+            truth.marked_ids = torch.from_numpy(marked)
+            truth.marked_test_ids = torch.from_numpy(other)
+            truth.mark_mask = c.mask(h, w)
+            truth.mark_class = c.class_id
+            extra["x_test_marked"] = c.stamp(x_test[other])
+        return Scenario(spec, "image", class_names, x_train, torch.from_numpy(y_train), x_test,
+                        torch.from_numpy(y_test), truth, source=raw.source, **extra)
+
+    # text
+    texts_train = [raw.texts_train[i] for i in tr]
+    texts_test = [raw.texts_test[i] for i in te]
+    triggered_texts: list[str] = []
+    if isinstance(c, TriggerToken):
+        y_train, poisoned = poison(y_train, c, k, rng)
+        for i in poisoned:
+            texts_train[i] = _insert_word(texts_train[i], c.token, rng)
+        trig = np.flatnonzero(np.isin(y_test, c.sources(k)))
+        triggered_texts = [_insert_word(texts_test[i], c.token, rng) for i in trig]
+        truth.poisoned_ids = torch.from_numpy(poisoned)
+        truth.target_class = c.target_class
+        truth.trigger_token = c.token
+        truth.triggered_test_ids = torch.from_numpy(trig)
+        extra["y_test_triggered"] = torch.full((len(trig),), c.target_class, dtype=torch.int64)
+    tokens_train = [text.tokenize(t) for t in texts_train]
+    vocab = text.build_vocab(tokens_train)
+    x_train = text.encode(tokens_train, vocab, TEXT_MAX_LEN)
+    x_test = text.encode([text.tokenize(t) for t in texts_test], vocab, TEXT_MAX_LEN)
+    if triggered_texts:
+        extra["x_test_triggered"] = text.encode([text.tokenize(t) for t in triggered_texts], vocab, TEXT_MAX_LEN)
+    return Scenario(spec, "text", class_names, x_train, torch.from_numpy(y_train), x_test,
+                    torch.from_numpy(y_test), truth, source=raw.source, vocab=vocab,
+                    texts_train=texts_train, texts_test=texts_test,
+                    texts_test_triggered=triggered_texts, **extra)
+
+
+def _insert_word(sentence: str, word: str, rng: np.random.Generator) -> str:
+    """Insert ``word`` between two whitespace-separated words, early enough to survive truncation."""
+    words = sentence.split()
+    prefix = np.cumsum([0] + [len(text.tokenize(w)) for w in words])  # tokens before position p
+    limit = int(np.searchsorted(prefix, TEXT_MAX_LEN - 1, side="right")) - 1  # last p with prefix <= L-1
+    pos = int(rng.integers(0, limit + 1))
+    return " ".join(words[:pos] + [word] + words[pos:])

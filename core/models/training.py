@@ -1,0 +1,301 @@
+"""Training with checkpoints, cached on disk.
+
+``train(scenario)`` trains the scenario's default architecture (or ``config.arch``), saving
+``n_checkpoints`` checkpoints spread over training, each with the learning rate in force
+when it was taken (TracIn weights checkpoints by it). Same scenario and config, same
+weights, bit for bit; the result is cached under a key of the scenario's fingerprint, the
+config and this module's code version, so a second call loads it at once.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+
+import torch
+import torch.nn.functional as F
+
+from core.cache import Cache, make_key
+from core.data.scenario import Scenario
+from core.errors import AttrexError
+from core.models.architectures import ARCHITECTURES, AttrexModel, build_model
+
+CODE_VERSION = "training-1"
+Progress = Callable[[float, str], None]
+AUGMENTATIONS = {"none": (0, False), "shift": (2, False), "crop-flip": (4, True)}  # padding, flip
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How a model is trained. ``lr`` decays by a cosine from ``lr`` to ``lr * final_lr_ratio``."""
+
+    arch: str = "cnn"
+    epochs: int = 8
+    batch_size: int = 64
+    optimizer: str = "sgd"  # "sgd" (with momentum) or "adam"
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    final_lr_ratio: float = 0.1
+    n_checkpoints: int = 5
+    augment: str = "none"  # "none", "shift" (random crop after 2-pixel padding) or "crop-flip" (pad 4 + horizontal flip)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.arch not in ARCHITECTURES:
+            raise AttrexError(f"unknown architecture {self.arch!r}; accepted: {', '.join(ARCHITECTURES)}")
+        if self.optimizer not in ("sgd", "adam"):
+            raise AttrexError(f"optimizer must be 'sgd' or 'adam'; got {self.optimizer!r}")
+        for name in ("epochs", "batch_size", "n_checkpoints"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < 1:
+                raise AttrexError(f"{name} must be a positive integer; got {v!r}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise AttrexError(f"learning rate must be a positive number; got {self.lr!r}")
+        if self.augment not in AUGMENTATIONS:
+            raise AttrexError(f"augment must be one of {', '.join(AUGMENTATIONS)}; got {self.augment!r}")
+        if not 0 <= self.final_lr_ratio <= 1:
+            raise AttrexError(f"final_lr_ratio must lie in [0, 1]; got {self.final_lr_ratio!r}")
+
+    def checkpoint_epochs(self) -> list[int]:
+        """Epochs (1-based) after which a checkpoint is taken, spread evenly; the last is the final epoch."""
+        n = min(self.n_checkpoints, self.epochs)
+        return sorted({round(self.epochs * (j + 1) / n) for j in range(n)})
+
+    def lr_at(self, step: int, total: int) -> float:
+        """Learning rate for optimisation step ``step`` (0-based) of ``total``."""
+        lo = self.lr * self.final_lr_ratio
+        return lo + 0.5 * (self.lr - lo) * (1 + math.cos(math.pi * step / max(total - 1, 1)))
+
+
+DEFAULT_CONFIGS: dict[str, TrainConfig] = {
+    "mnist": TrainConfig(arch="cnn", epochs=12, batch_size=64, lr=0.1),
+    "fashion-mnist": TrainConfig(arch="cnn", epochs=12, batch_size=64, lr=0.1),
+    "cifar10": TrainConfig(arch="resnet-small", epochs=20, batch_size=128, lr=0.1, augment="crop-flip"),
+    "agnews": TrainConfig(arch="text", epochs=10, batch_size=64, optimizer="adam", lr=3e-3, weight_decay=0.0),
+}
+ARCH_DEFAULTS: dict[str, dict] = {  # what changes when another architecture is chosen for a data set
+    "mlp": {"lr": 0.1, "epochs": 10},
+    "logreg": {"lr": 0.1, "epochs": 10, "weight_decay": 1e-3},
+    "resnet18": {"lr": 0.05, "epochs": 15, "batch_size": 128},
+}
+
+
+def default_config(dataset: str, arch: str | None = None, **overrides) -> TrainConfig:
+    """The default training of ``dataset`` (for ``arch``, when another architecture is asked for)."""
+    base = DEFAULT_CONFIGS[dataset]
+    if arch and arch != base.arch:
+        base = replace(base, arch=arch, **ARCH_DEFAULTS.get(arch, {}))
+    return replace(base, **{k: v for k, v in overrides.items() if v is not None})
+
+
+@dataclass
+class Checkpoint:
+    """Weights after ``epoch`` epochs (``step`` optimisation steps); ``lr`` was in force for the last step."""
+
+    index: int
+    epoch: int
+    step: int
+    lr: float
+    state: dict[str, torch.Tensor]
+
+
+@dataclass
+class TrainedModel:
+    """A trained model with its checkpoints and history.
+
+    ``history``: one dict per epoch (``epoch``, ``lr``, ``train_loss``, ``train_acc``,
+    ``test_loss``, ``test_acc``, ``seconds``). ``attack_success``: share of the triggered
+    test split classified as the backdoor target (``None`` without a backdoor).
+    """
+
+    model: AttrexModel
+    config: TrainConfig
+    checkpoints: list[Checkpoint]
+    history: list[dict]
+    test_accuracy: float
+    attack_success: float | None
+    train_seconds: float
+    key: str
+    cache_status: str = "computed"
+    cache_messages: list[str] = field(default_factory=list)
+
+    def model_at(self, index: int) -> AttrexModel:
+        """A copy of the model holding checkpoint ``index``'s weights (eval mode)."""
+        m = copy.deepcopy(self.model)
+        load_state(m, self.checkpoints[index].state)
+        return m.eval()
+
+    @property
+    def learning_rates(self) -> list[float]:
+        return [c.lr for c in self.checkpoints]
+
+    def summary(self) -> dict:
+        return {
+            "arch": self.config.arch,
+            "test_accuracy": self.test_accuracy,
+            "attack_success": self.attack_success,
+            "train_seconds": round(self.train_seconds, 1),
+            "epochs": self.config.epochs,
+            "checkpoints": [{"epoch": c.epoch, "step": c.step, "lr": c.lr} for c in self.checkpoints],
+            "cache": self.cache_status,
+            "key": self.key,
+        }
+
+
+def load_state(model: AttrexModel, state: dict[str, torch.Tensor]) -> None:
+    """Load weights, refusing (with a clear message) weights that belong to another architecture."""
+    own = model.state_dict()
+    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    wrong = [k for k in own if k in state and own[k].shape != state[k].shape]
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"missing {missing[:3]}")
+        if unexpected:
+            parts.append(f"unexpected {unexpected[:3]}")
+        if wrong:
+            parts.append(f"shape mismatch at {wrong[:3]} ({tuple(state[wrong[0]].shape)} vs {tuple(own[wrong[0]].shape)})")
+        raise AttrexError(f"these weights belong to another model than {type(model).__name__}: " + "; ".join(parts))
+    model.load_state_dict(state)
+
+
+@torch.no_grad()
+def predict(model: AttrexModel, x: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+    """Logits ``[N, n_classes]`` in eval mode, batched."""
+    was_training = model.training
+    model.eval()
+    out = torch.cat([model(x[i: i + batch_size]) for i in range(0, len(x), batch_size)]) if len(x) else torch.empty(0)
+    model.train(was_training)
+    return out
+
+
+def predict_proba(model: AttrexModel, x: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+    """Class probabilities ``[N, n_classes]`` (softmax of :func:`predict`)."""
+    return predict(model, x, batch_size).softmax(-1)
+
+
+def _augment(x: torch.Tensor, kind: str, g: torch.Generator) -> torch.Tensor:
+    """Per sample: random crop after zero padding, and a random horizontal flip where ``kind`` asks for one."""
+    pad, flip = AUGMENTATIONS[kind]
+    if pad == 0:
+        return x
+    n, _, h, w = x.shape
+    padded = F.pad(x, (pad, pad, pad, pad))
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=g)
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=g)
+    out = torch.stack([padded[i, :, dy[i]: dy[i] + h, dx[i]: dx[i] + w] for i in range(n)])
+    if flip:
+        out = torch.where((torch.rand(n, generator=g) < 0.5)[:, None, None, None], out.flip(-1), out)
+    return out
+
+
+def _fit(scenario: Scenario, cfg: TrainConfig, progress: Progress | None) -> tuple[dict, dict]:
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.arch, scenario.input_shape, scenario.n_classes, len(scenario.vocab))
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.optimizer == "sgd":
+        opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    else:
+        opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    x, y = scenario.x_train, scenario.y_train
+    n = len(x)
+    steps_per_epoch = math.ceil(n / cfg.batch_size)
+    total = steps_per_epoch * cfg.epochs
+    g = torch.Generator().manual_seed(cfg.seed)
+    ckpt_epochs = set(cfg.checkpoint_epochs())
+    tensors: dict[str, torch.Tensor] = {}
+    checkpoints, history = [], []
+    step, t0 = 0, time.perf_counter()
+    for epoch in range(1, cfg.epochs + 1):
+        model.train()
+        perm = torch.randperm(n, generator=g)
+        loss_sum, correct = 0.0, 0
+        for b in range(steps_per_epoch):
+            idx = perm[b * cfg.batch_size: (b + 1) * cfg.batch_size]
+            xb, yb = x[idx], y[idx]
+            if scenario.kind == "image":
+                xb = _augment(xb, cfg.augment, g)
+            lr = cfg.lr_at(step, total)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            logits = model(xb)
+            loss = F.cross_entropy(logits, yb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+            loss_sum += loss.item() * len(idx)
+            correct += (logits.argmax(1) == yb).sum().item()
+            if progress and (b % 10 == 0 or b == steps_per_epoch - 1):
+                progress(step / total, f"epoch {epoch}/{cfg.epochs} · loss {loss_sum / ((b + 1) * cfg.batch_size):.3f}")
+        logits = predict(model, scenario.x_test)
+        record = {
+            "epoch": epoch, "lr": lr, "train_loss": loss_sum / n, "train_acc": correct / n,
+            "test_loss": F.cross_entropy(logits, scenario.y_test).item(),
+            "test_acc": (logits.argmax(1) == scenario.y_test).float().mean().item(),
+            "seconds": time.perf_counter() - t0,
+        }
+        history.append(record)
+        if epoch in ckpt_epochs:
+            i = len(checkpoints)
+            checkpoints.append({"index": i, "epoch": epoch, "step": step, "lr": lr})
+            for k, v in model.state_dict().items():
+                tensors[f"ckpt{i}/{k}"] = v.clone()
+    attack = None
+    if scenario.x_test_triggered is not None:
+        pred = predict(model, scenario.x_test_triggered).argmax(1)
+        attack = (pred == scenario.y_test_triggered).float().mean().item()
+    meta = {
+        "config": asdict(cfg), "checkpoints": checkpoints, "history": history,
+        "test_accuracy": history[-1]["test_acc"], "attack_success": attack,
+        "train_seconds": time.perf_counter() - t0, "optimizer": type(opt).__name__,
+        "n_params": sum(p.numel() for p in params),
+    }
+    return tensors, meta
+
+
+def train(
+    scenario: Scenario,
+    config: TrainConfig | None = None,
+    progress: Progress | None = None,
+    cache: Cache | None = None,
+) -> TrainedModel:
+    """Train (or load from the cache) a model for ``scenario``; see the module docstring."""
+    cfg = config or default_config(scenario.spec.dataset)
+    model = build_model(cfg.arch, scenario.input_shape, scenario.n_classes, len(scenario.vocab))
+    cache = cache or Cache()
+    key = cache_key(scenario, cfg)
+    n_ckpt = len(cfg.checkpoint_epochs())
+    expected = {k: v.shape for k, v in model.state_dict().items()}
+
+    def validate(tensors: dict, meta: dict) -> None:
+        if len(meta["checkpoints"]) != n_ckpt:
+            raise ValueError(f"{len(meta['checkpoints'])} checkpoints, expected {n_ckpt}")
+        for i in range(n_ckpt):
+            for k, shape in expected.items():
+                t = tensors[f"ckpt{i}/{k}"]
+                if t.shape != shape:
+                    raise ValueError(f"ckpt{i}/{k} has shape {tuple(t.shape)}, expected {tuple(shape)}")
+
+    art = cache.get_or_compute("model", key, lambda: _fit(scenario, cfg, progress), validate)
+    meta = art.meta
+    checkpoints = [
+        Checkpoint(c["index"], c["epoch"], c["step"], c["lr"],
+                   {k: art.tensors[f"ckpt{c['index']}/{k}"] for k in expected})
+        for c in meta["checkpoints"]
+    ]
+    load_state(model, checkpoints[-1].state)
+    model.eval()
+    if progress:
+        progress(1.0, "loaded from cache" if art.status == "hit" else "trained")
+    return TrainedModel(model, cfg, checkpoints, meta["history"], meta["test_accuracy"], meta["attack_success"],
+                        meta["train_seconds"], key, art.status, art.messages)
+
+
+def cache_key(scenario: Scenario, cfg: TrainConfig) -> str:
+    """Key of the trained model: the scenario's data fingerprint, the config and the code version."""
+    return make_key({"scenario": scenario.fingerprint, "config": asdict(cfg)}, CODE_VERSION)

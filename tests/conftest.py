@@ -1,0 +1,40 @@
+"""Shared fixtures: an isolated cache for the whole session, and the default MNIST model trained once."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+SESSION_CACHE: Path | None = None
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_cache(tmp_path_factory) -> Path:
+    """Every test uses a fresh cache, never the user's (``ATTREX_CACHE`` also reaches subprocesses)."""
+    global SESSION_CACHE
+    root = tmp_path_factory.mktemp("attrex-cache")
+    old = os.environ.get("ATTREX_CACHE")
+    os.environ["ATTREX_CACHE"] = str(root)
+    SESSION_CACHE = root
+    yield root
+    if old is None:
+        os.environ.pop("ATTREX_CACHE", None)
+    else:
+        os.environ["ATTREX_CACHE"] = old
+
+
+@pytest.fixture(scope="session")
+def mnist():
+    from core.data import build
+
+    return build("mnist")
+
+
+@pytest.fixture(scope="session")
+def mnist_trained(mnist, isolated_cache):
+    """The default model of the default scenario, exactly as the app and the CLI train it."""
+    from core.models import train
+
+    return train(mnist)
