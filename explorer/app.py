@@ -2,9 +2,8 @@
 
 import streamlit as st
 
-from explorer.pages import explore
-
 st.set_page_config(page_title="attrex · attribution explorer", page_icon="🔎", layout="wide")
 
-page = st.navigation([st.Page(explore.render, title="Explore", icon=":material/grid_view:", url_path="explore", default=True)])
+page = st.navigation([st.Page("pages/explore.py", title="Explore", icon=":material/grid_view:", url_path="explore",
+                              default=True)])
 page.run()

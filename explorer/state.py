@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import streamlit as st
 
-from core.data import PRESETS, Scenario, build, get_spec
+from core.data import Scenario, build, get_spec
 from core.errors import AttrexError
-from core.models import TrainConfig, TrainedModel, default_config, predict_proba, train
+from core.models import TrainConfig, TrainedModel, predict_proba, train
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,3 @@ def probabilities(model_key: str, scenario_name: str, seed: int, split: str, _tr
     """Class probabilities ``[n, n_classes]`` of a test split; cached per model key and split."""
     x, _ = scenario(scenario_name, seed).test_split(split)
     return predict_proba(_trained.model, x).numpy()
-
-
-def default_selection(name: str, seed: int = 0) -> Selection:
-    return Selection(name, seed, default_config(PRESETS[name].dataset, seed=seed))

@@ -147,3 +147,18 @@ def test_removed_cache_is_rebuilt(tiny, tmp_path):
     a = train(tiny, cfg, cache=cache)
     shutil.rmtree(cache.path("model", a.key))
     assert train(tiny, cfg, cache=cache).cache_status == "computed"
+
+
+def test_model_code_versions_are_part_of_the_key(tiny, monkeypatch):
+    """A change to an architecture (even one without parameters) must not be served from the cache."""
+    import core.models.training as training
+    from core.models.architectures import ARCHITECTURE_VERSIONS
+
+    assert set(ARCHITECTURE_VERSIONS) == set(ARCHITECTURES)
+    cfg = TrainConfig(arch="cnn", epochs=1, n_checkpoints=1)
+    before = training.cache_key(tiny, cfg)
+    monkeypatch.setitem(ARCHITECTURE_VERSIONS, "cnn", ARCHITECTURE_VERSIONS["cnn"] + 1)
+    assert training.cache_key(tiny, cfg) != before
+    monkeypatch.undo()
+    monkeypatch.setattr(training, "CODE_VERSION", "something-else")
+    assert training.cache_key(tiny, cfg) != before

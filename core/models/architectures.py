@@ -89,6 +89,17 @@ class _Residual(nn.Module):
         return self.act(x + self.body(x))
 
 
+class _Scale(nn.Module):
+    """Multiply by a constant: ResNet-9 scales its pooled features by 1/8 so SGD at lr ~0.1 stays stable."""
+
+    def __init__(self, factor: float):
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, x):
+        return x * self.factor
+
+
 def _conv_bn(cin: int, cout: int, pool: bool) -> nn.Sequential:
     layers = [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
     if pool:
@@ -111,7 +122,7 @@ class SmallResNet(AttrexModel):
             _conv_bn(w, 2 * w, pool=True), _Residual(2 * w),
             _conv_bn(2 * w, 4 * w, pool=True),
             _conv_bn(4 * w, 8 * w, pool=True), _Residual(8 * w),
-            nn.AdaptiveMaxPool2d(1), nn.Flatten(),
+            nn.AdaptiveMaxPool2d(1), nn.Flatten(), _Scale(0.125),
         )
         self.head = nn.Linear(8 * w, n_classes)
 
@@ -136,21 +147,30 @@ class ResNet18(AttrexModel):
 
 
 class TextClassifier(AttrexModel):
-    """Learned token embeddings, masked mean pooling, a hidden layer (penultimate) and a linear head."""
+    """Learned token embeddings, masked mean and max pooling, a hidden layer (penultimate) and a linear head.
+
+    Max pooling lets a single decisive word (a trigger, a strong topic word) carry through
+    however long the text; mean pooling keeps the overall gist. Padding positions are masked
+    out of both, so they never reach the output.
+    """
 
     def __init__(self, vocab_size: int, n_classes: int = 4, dim: int = 64, hidden: int = 64):
         super().__init__()
         self.embedding = nn.Embedding(vocab_size, dim, padding_idx=0)
-        self.hidden = nn.Sequential(nn.Linear(dim, hidden), nn.ReLU())
+        self.hidden = nn.Sequential(nn.Linear(2 * dim, hidden), nn.ReLU())
         self.head = nn.Linear(hidden, n_classes)
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:  # [N, L] -> [N, L, dim]
         return self.embedding(ids)
 
     def pooled(self, e: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Mean of the embeddings over non-padding positions: ``[N, L, dim], [N, L] -> [N, dim]``."""
-        m = mask.to(e.dtype).unsqueeze(-1)
-        return (e * m).sum(1) / m.sum(1).clamp_min(1.0)
+        """Masked mean and max over positions: ``[N, L, dim], [N, L] -> [N, 2·dim]`` (an empty text gives 0)."""
+        m = mask.unsqueeze(-1)
+        count = m.sum(1)
+        mean = (e * m.to(e.dtype)).sum(1) / count.clamp_min(1).to(e.dtype)
+        peak = e.masked_fill(~m, float("-inf")).amax(1)
+        peak = torch.where(count > 0, peak, torch.zeros_like(peak))
+        return torch.cat([mean, peak], dim=1)
 
     def features_from_embeddings(self, e: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return self.hidden(self.pooled(e, mask))
@@ -175,8 +195,11 @@ ARCHITECTURES: dict[str, tuple[Callable[..., AttrexModel], str, str]] = {
     "resnet18": (lambda shape, k, v: ResNet18(shape[0], k), "image",
                  "torchvision ResNet-18 adapted to 32×32 (slow on a CPU)"),
     "text": (lambda shape, k, v: TextClassifier(v, k), "text",
-             "token embeddings (64-d), masked mean pooling, 64-unit hidden layer"),
+             "token embeddings (64-d), masked mean + max pooling, 64-unit hidden layer"),
 }
+
+
+ARCHITECTURE_VERSIONS = {"cnn": 1, "mlp": 1, "logreg": 1, "resnet-small": 2, "resnet18": 1, "text": 2}
 
 
 def build_model(arch: str, input_shape: tuple[int, ...], n_classes: int, vocab_size: int = 0) -> AttrexModel:

@@ -21,8 +21,11 @@ import torch.nn.functional as F
 from core.cache import Cache, make_key
 from core.data.scenario import Scenario
 from core.errors import AttrexError
-from core.models.architectures import ARCHITECTURES, AttrexModel, build_model
+from core.models.architectures import ARCHITECTURE_VERSIONS, ARCHITECTURES, AttrexModel, build_model
 
+# Part of every model's cache key: bump it when training changes what it produces. Each
+# architecture carries its own version in ARCHITECTURE_VERSIONS (bump on any change to it,
+# parameter-free layers included: they change the function without changing the weights).
 CODE_VERSION = "training-1"
 Progress = Callable[[float, str], None]
 AUGMENTATIONS = {"none": (0, False), "shift": (2, False), "crop-flip": (4, True)}  # padding, flip
@@ -75,7 +78,7 @@ DEFAULT_CONFIGS: dict[str, TrainConfig] = {
     "mnist": TrainConfig(arch="cnn", epochs=12, batch_size=64, lr=0.1),
     "fashion-mnist": TrainConfig(arch="cnn", epochs=12, batch_size=64, lr=0.1),
     "cifar10": TrainConfig(arch="resnet-small", epochs=20, batch_size=128, lr=0.1, augment="crop-flip"),
-    "agnews": TrainConfig(arch="text", epochs=10, batch_size=64, optimizer="adam", lr=3e-3, weight_decay=0.0),
+    "agnews": TrainConfig(arch="text", epochs=10, batch_size=64, optimizer="adam", lr=1e-2, weight_decay=0.0),
 }
 ARCH_DEFAULTS: dict[str, dict] = {  # what changes when another architecture is chosen for a data set
     "mlp": {"lr": 0.1, "epochs": 10},
@@ -298,4 +301,5 @@ def train(
 
 def cache_key(scenario: Scenario, cfg: TrainConfig) -> str:
     """Key of the trained model: the scenario's data fingerprint, the config and the code version."""
-    return make_key({"scenario": scenario.fingerprint, "config": asdict(cfg)}, CODE_VERSION)
+    parts = {"scenario": scenario.fingerprint, "config": asdict(cfg), "arch_version": ARCHITECTURE_VERSIONS[cfg.arch]}
+    return make_key(parts, CODE_VERSION)

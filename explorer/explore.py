@@ -1,0 +1,225 @@
+"""The Explore view: the test samples of a scenario, what the model predicts for them, and one in detail."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import plotly.graph_objects as go
+import streamlit as st
+
+from core.data import Scenario
+from core.data.text import tokenize
+from core.errors import AttrexError
+from core.models import TrainedModel
+from explorer import state
+from explorer.render import GROUND_TRUTH_COLOURS, badge, to_image, token_strip
+from explorer.sidebar import model_status, pick_scenario
+
+PAGE_SIZE = 40
+COLUMNS = 8
+SPLIT_LABELS = {"clean": "Clean", "triggered": "Triggered", "marked": "Marked"}
+
+
+def render() -> None:
+    selection = pick_scenario()
+    try:
+        sc = state.scenario(selection.scenario, selection.seed)
+    except AttrexError as exc:
+        st.error(f"This scenario cannot be built: {exc}")
+        st.stop()
+    _header(sc)
+    job = state.training_job(selection)
+    if job.error:
+        st.error(f"Training failed: {job.error}")
+        if st.button("Try again"):
+            st.rerun()
+        st.stop()
+    if not job.done:
+        _training_progress(job)
+        st.stop()
+    trained = job.result
+    model_status(trained)
+    _training_curve(trained)
+    _gallery(sc, trained, selection)
+
+
+def _header(sc: Scenario) -> None:
+    spec = sc.spec
+    st.title(f"Explore · {spec.name}")
+    chips = [badge(f"{len(sc.y_train):,} train · {len(sc.y_test):,} test", "gray")]
+    t = sc.truth
+    if t.flipped_ids is not None:
+        chips.append(badge(f"{len(t.flipped_ids)} flipped labels", GROUND_TRUTH_COLOURS["flipped"]))
+    if t.poisoned_ids is not None:
+        trigger = f"trigger word “{t.trigger_token}”" if t.trigger_token else "trigger patch"
+        chips.append(badge(f"{len(t.poisoned_ids)} poisoned → {sc.class_names[t.target_class]} · {trigger}",
+                           GROUND_TRUTH_COLOURS["poisoned"]))
+    if t.marked_ids is not None:
+        chips.append(badge(f"{len(t.marked_ids)} marked {sc.class_names[t.mark_class]}s", GROUND_TRUTH_COLOURS["marked"]))
+    if t.superclass_of is not None:
+        chips.append(badge(f"{sc.n_classes} superclasses: " + " | ".join(sc.class_names), "blue"))
+    st.markdown(" ".join(chips))
+    st.caption(f"{spec.description}. Data: {sc.source}.")
+
+
+def _training_progress(job: state.TrainingJob) -> None:
+    sel = job.selection
+    st.info(f"Training `{sel.config.arch}` on **{sel.scenario}** ({sel.config.epochs} epochs). "
+            "The model is cached on disk: next time it loads at once. You can keep using the page.")
+
+    @st.fragment(run_every=1.0)
+    def poll() -> None:
+        if job.done:
+            st.rerun()
+        st.progress(min(job.fraction, 1.0), text=f"{job.message} · {time.time() - job.started:.0f} s")
+
+    poll()
+
+
+def _training_curve(trained: TrainedModel) -> None:
+    with st.expander("Training history"):
+        h = trained.history
+        epochs = [r["epoch"] for r in h]
+        fig = go.Figure()
+        fig.add_scatter(x=epochs, y=[r["train_acc"] for r in h], name="train accuracy", mode="lines+markers")
+        fig.add_scatter(x=epochs, y=[r["test_acc"] for r in h], name="test accuracy", mode="lines+markers")
+        for c in trained.checkpoints:
+            fig.add_vline(x=c.epoch, line_dash="dot", line_color="#94a3b8")
+        fig.update_layout(height=260, margin=dict(l=10, r=10, t=30, b=10), yaxis_tickformat=".0%",
+                          title="accuracy per epoch (dotted: checkpoints)", xaxis_title="epoch")
+        st.plotly_chart(fig, width="stretch")
+
+
+def _gallery(sc: Scenario, trained: TrainedModel, selection: state.Selection) -> None:
+    splits = sc.test_splits()
+    left, right = st.columns([3, 1.15], gap="large")
+    with left:
+        widths = ([1.7] if len(splits) > 1 else []) + [1.7, 1.1, 1.2]
+        cols = st.columns(widths)
+        split = "clean"
+        if len(splits) > 1:
+            split = cols.pop(0).segmented_control("Test split", splits, default="clean", required=True,
+                                                  format_func=SPLIT_LABELS.get, key=f"split-{sc.spec.name}")
+        classes = cols[0].multiselect("True class", list(range(sc.n_classes)), format_func=lambda c: sc.class_names[c],
+                                      placeholder="all classes", key=f"classes-{sc.spec.name}")
+        show = cols[1].selectbox("Show", ["all", "misclassified", "correct"], key=f"show-{sc.spec.name}")
+        order = cols[2].selectbox("Order", ["index", "least confident", "most confident"], key=f"order-{sc.spec.name}")
+
+    probs = state.probabilities(trained.key, selection.scenario, selection.seed, split, trained)
+    ids_in_test = sc.test_ids(split).numpy()
+    y_true = sc.y_test.numpy()[ids_in_test]
+    pred, conf = probs.argmax(1), probs.max(1)
+    keep = np.ones(len(pred), dtype=bool)
+    if classes:
+        keep &= np.isin(y_true, classes)
+    if show != "all":
+        keep &= (pred != y_true) if show == "misclassified" else (pred == y_true)
+    rows = np.flatnonzero(keep)
+    if order != "index":
+        rows = rows[np.argsort(conf[rows], kind="stable")]
+        rows = rows if order == "least confident" else rows[::-1]
+
+    with left:
+        wrong = int((pred != y_true).sum())
+        summary = f"**{len(rows):,}** of {len(pred):,} samples shown · {wrong:,} misclassified in this split"
+        if split == "triggered":
+            hit = float((pred == sc.truth.target_class).mean())
+            summary += f" · {hit:.1%} sent to the backdoor target {sc.class_names[sc.truth.target_class]}"
+        if not len(rows):
+            st.caption(summary)
+            st.info("No test sample matches these filters.")
+            return
+        chosen = _pick(sc, split, rows, probs, y_true, ids_in_test, summary)
+    with right:
+        _detail(sc, split, int(chosen), probs[chosen], int(y_true[chosen]), int(ids_in_test[chosen]))
+
+
+def _pick(sc: Scenario, split: str, rows: np.ndarray, probs: np.ndarray, y_true: np.ndarray, ids_in_test: np.ndarray,
+          summary: str) -> int:
+    """Show the filtered samples (image grid or text table) and return the chosen row."""
+    key = f"sample-{sc.spec.name}-{split}"
+    if st.session_state.get(key) not in set(rows.tolist()):
+        st.session_state[key] = int(rows[0])
+    names = sc.class_names
+    pred, conf = probs.argmax(1), probs.max(1)
+    if sc.kind == "text":
+        st.caption(summary)
+        texts = sc.texts_test_triggered if split == "triggered" else sc.texts_test
+        table = {
+            "#": [int(ids_in_test[r]) for r in rows],
+            "text": [texts[r][:180] for r in rows],
+            "label": [names[y_true[r]] for r in rows],
+            "prediction": [names[pred[r]] for r in rows],
+            "confidence": [float(conf[r]) for r in rows],
+            "ok": ["✓" if pred[r] == y_true[r] else "✗" for r in rows],
+        }
+        event = st.dataframe(
+            table, hide_index=True, on_select="rerun", selection_mode="single-row", height=520,
+            key=f"table-{sc.spec.name}-{split}",
+            column_config={"confidence": st.column_config.ProgressColumn("confidence", min_value=0, max_value=1, format="%.2f"),
+                           "text": st.column_config.TextColumn("text", width="medium")},
+        )
+        picked = event.selection.rows if event is not None else []
+        if picked:
+            st.session_state[key] = int(rows[picked[0]])
+        return st.session_state[key]
+
+    n_pages = max(1, -(-len(rows) // PAGE_SIZE))
+    info, pager = st.columns([4, 1], vertical_alignment="bottom")
+    info.caption(summary + " · click a number to inspect the sample")
+    page = 1
+    if n_pages > 1:
+        page = int(pager.number_input(f"Page of {n_pages}", min_value=1, max_value=n_pages, value=1, step=1,
+                                      key=f"page-{sc.spec.name}-{split}"))
+    shown = rows[(page - 1) * PAGE_SIZE: page * PAGE_SIZE]
+    scale = 4 if sc.input_shape[-1] <= 28 else 3
+    x, _ = sc.test_split(split)
+    for start in range(0, len(shown), COLUMNS):
+        cols = st.columns(COLUMNS, gap="small")
+        for col, r in zip(cols, shown[start: start + COLUMNS], strict=False):
+            r = int(r)
+            with col:
+                ok = pred[r] == y_true[r]
+                st.image(to_image(x[r], scale), width="stretch")
+                st.caption(f"{names[pred[r]]} · {conf[r]:.0%}" if ok else f":red[✗ {names[y_true[r]]} → {names[pred[r]]}]",
+                           help=None)
+                st.button(f"#{int(ids_in_test[r])}", key=f"pick-{sc.spec.name}-{split}-{r}", width="stretch",
+                          type="primary" if r == st.session_state[key] else "secondary",
+                          help=f"true {names[y_true[r]]}, predicted {names[pred[r]]} ({conf[r]:.1%})",
+                          on_click=st.session_state.__setitem__, args=(key, r))
+    return st.session_state[key]
+
+
+def _detail(sc: Scenario, split: str, row: int, p: np.ndarray, y: int, test_id: int) -> None:
+    names = sc.class_names
+    pred = int(p.argmax())
+    st.subheader(f"Test #{test_id}")
+    chips = [badge(f"true {names[y]}", "gray"),
+             badge(f"predicted {names[pred]} · {p[pred]:.1%}", "green" if pred == y else "red")]
+    if split == "triggered":
+        chips.append(badge("triggered copy", GROUND_TRUTH_COLOURS["triggered"]))
+    if split == "marked":
+        chips.append(badge("marked copy", GROUND_TRUTH_COLOURS["marked"]))
+    if sc.truth.subclass_test is not None:
+        chips.append(badge(f"digit class {sc.truth.subclass_names[int(sc.truth.subclass_test[test_id])]}", "blue"))
+    st.markdown(" ".join(chips))
+    x, _ = sc.test_split(split)
+    if sc.kind == "image":
+        st.image(to_image(x[row], 8), width="stretch")
+    else:
+        text = sc.texts_test_triggered[row] if split == "triggered" else sc.texts_test[row]
+        highlight = {sc.truth.trigger_token} if split == "triggered" and sc.truth.trigger_token else set()
+        st.markdown(token_strip(tokenize(text), set(sc.vocab), highlight), unsafe_allow_html=True)
+        st.caption("Grey words are outside the model's vocabulary.")
+    if split == "triggered":
+        st.caption(f"The backdoor sends triggered inputs to **{names[sc.truth.target_class]}**; "
+                   f"{'the attack worked here' if pred == sc.truth.target_class else 'the model resisted here'}.")
+    order = np.argsort(p)[::-1][: min(10, len(p))]
+    colours = ["#0f766e" if c == pred else ("#f59e0b" if c == y else "#cbd5e1") for c in order]
+    fig = go.Figure(go.Bar(x=p[order], y=[names[c] for c in order], orientation="h", marker_color=colours,
+                           text=[f"{v:.1%}" for v in p[order]], textposition="outside", cliponaxis=False))
+    fig.update_layout(height=40 + 24 * len(order), margin=dict(l=10, r=40, t=10, b=10),
+                      yaxis=dict(autorange="reversed", type="category"), xaxis=dict(range=[0, 1.15], visible=False))
+    st.plotly_chart(fig, width="stretch", config={"displayModeBar": False})
+    st.caption("Class probabilities: teal the prediction, amber the true class when they differ.")
