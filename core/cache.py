@@ -4,8 +4,9 @@ An artefact is a folder ``<root>/<kind>/<key>/`` with ``tensors.safetensors`` an
 ``meta.json``. The key is the sha256 of everything that determines the artefact (passed as a
 JSON-able dict) plus the code version of its kind, so a change of data, parameters or code
 gives a new key. Writes are atomic: the folder is assembled under a temporary name and
-renamed into place. Reads are checked: format version, key, the tensors file's sha256, and
-an optional ``validate`` callback (shapes, dtypes). A stale or corrupt artefact is reported
+renamed into place. Reads are checked: format version, key, the sha256 of the tensors file
+and of the metadata, and an optional ``validate`` callback (shapes, dtypes, required
+fields). A stale or corrupt artefact is reported
 (``Artefact.status`` and a ``logging`` warning), removed and recomputed; it is never
 served, and it never crashes the caller.
 
@@ -71,6 +72,10 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _meta_digest(meta: dict) -> str:
+    return hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()
+
+
 class Cache:
     """A disk cache rooted at ``root`` (see the module docstring for the default)."""
 
@@ -79,6 +84,10 @@ class Cache:
 
     def path(self, kind: str, key: str) -> Path:
         return self.root / kind / key
+
+    def contains(self, kind: str, key: str) -> bool:
+        """Whether an entry exists (not whether it is sound: :meth:`load` checks that)."""
+        return (self.path(kind, key) / META).is_file()
 
     def load(self, kind: str, key: str, validate: Callable[[dict, dict], None] | None = None) -> Artefact:
         """Read and check an artefact; raise :class:`CacheError` saying why it cannot be used."""
@@ -89,6 +98,8 @@ class Cache:
             meta = json.loads((folder / META).read_text())
         except (OSError, ValueError) as exc:
             raise CacheError(f"unreadable {META}: {exc}") from exc
+        if not isinstance(meta, dict) or not isinstance(meta.get("meta"), dict):
+            raise CacheError(f"{META} does not hold an artefact record")
         if meta.get("format") != FORMAT_VERSION:
             raise CacheError(f"format {meta.get('format')!r}, expected {FORMAT_VERSION}")
         if meta.get("kind") != kind or meta.get("key") != key:
@@ -98,6 +109,8 @@ class Cache:
             raise CacheError(f"{TENSORS} is missing")
         if _sha256(tensors_path) != meta.get("sha256"):
             raise CacheError(f"{TENSORS} does not match its recorded checksum (truncated or altered)")
+        if _meta_digest(meta["meta"]) != meta.get("meta_sha256"):
+            raise CacheError(f"the metadata in {META} does not match its recorded checksum (altered)")
         try:
             tensors = load_file(str(tensors_path))
         except Exception as exc:  # safetensors raises its own error types
@@ -105,7 +118,7 @@ class Cache:
         if validate is not None:
             try:
                 validate(tensors, meta["meta"])
-            except (KeyError, ValueError, TypeError, AssertionError) as exc:
+            except (KeyError, IndexError, ValueError, TypeError, AttributeError, AssertionError) as exc:
                 raise CacheError(f"content check failed: {exc}") from exc
         return Artefact(tensors, meta["meta"], folder)
 
@@ -117,8 +130,9 @@ class Cache:
         try:
             clean = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
             save_file(clean, str(tmp / TENSORS))
+            meta = json.loads(json.dumps(meta, default=str))  # what a reader will see, checksummed as such
             record = {"format": FORMAT_VERSION, "kind": kind, "key": key, "created": time.time(),
-                      "sha256": _sha256(tmp / TENSORS), "meta": meta}
+                      "sha256": _sha256(tmp / TENSORS), "meta_sha256": _meta_digest(meta), "meta": meta}
             (tmp / META).write_text(json.dumps(record, indent=1, default=str))
             try:
                 os.rename(tmp, final)

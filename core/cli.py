@@ -69,9 +69,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         bar.set_postfix_str(message, refresh=True)
 
     trained = train(scenario, config, progress=progress, cache=Cache(args.cache_dir) if args.cache_dir else None)
-    bar.close()
-    for msg in trained.cache_messages:
-        print(f"attrex: {msg}", file=sys.stderr)
+    bar.close()  # a cache entry found unusable was already reported on stderr by core.cache's logger
     result = {
         "scenario": spec.name,
         "dataset": spec.dataset,

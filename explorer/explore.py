@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 
 import numpy as np
@@ -29,16 +30,14 @@ def render() -> None:
         st.error(f"This scenario cannot be built: {exc}")
         st.stop()
     _header(sc)
-    job = state.training_job(selection)
-    if job.error:
-        st.error(f"Training failed: {job.error}")
-        if st.button("Try again"):
-            st.rerun()
+    trained = state.model_or_job(selection)
+    if isinstance(trained, state.TrainingJob):
+        if trained.error:
+            st.error(f"Training failed: {trained.error}")
+            st.button("Try again", on_click=state.forget_job, args=(selection,))
+        else:
+            _training_progress(trained)
         st.stop()
-    if not job.done:
-        _training_progress(job)
-        st.stop()
-    trained = job.result
     model_status(trained)
     _training_curve(trained)
     _gallery(sc, trained, selection)
@@ -65,8 +64,9 @@ def _header(sc: Scenario) -> None:
 
 def _training_progress(job: state.TrainingJob) -> None:
     sel = job.selection
-    st.info(f"Training `{sel.config.arch}` on **{sel.scenario}** ({sel.config.epochs} epochs). "
-            "The model is cached on disk: next time it loads at once. You can keep using the page.")
+    st.info(f"Training `{sel.config.arch}` on **{sel.scenario}** ({sel.config.epochs} epochs). The model is "
+            "cached on disk: next time it loads at once. Meanwhile you can pick another scenario; "
+            "this training goes on.")
 
     @st.fragment(run_every=1.0)
     def poll() -> None:
@@ -126,23 +126,26 @@ def _gallery(sc: Scenario, trained: TrainedModel, selection: state.Selection) ->
         if split == "triggered":
             hit = float((pred == sc.truth.target_class).mean())
             summary += f" · {hit:.1%} sent to the backdoor target {sc.class_names[sc.truth.target_class]}"
+        if split == "marked":
+            hit = float((pred == sc.truth.mark_class).mean())
+            summary += f" · {hit:.1%} pulled to the marked class {sc.class_names[sc.truth.mark_class]}"
         if not len(rows):
             st.caption(summary)
             st.info("No test sample matches these filters.")
             return
-        chosen = _pick(sc, split, rows, probs, y_true, ids_in_test, summary)
+        view = f"{split}|{sorted(classes)}|{show}|{order}"  # a table's row selection belongs to one view
+        chosen = _pick(sc, split, rows, pred, conf, y_true, ids_in_test, summary, view)
     with right:
         _detail(sc, split, int(chosen), probs[chosen], int(y_true[chosen]), int(ids_in_test[chosen]))
 
 
-def _pick(sc: Scenario, split: str, rows: np.ndarray, probs: np.ndarray, y_true: np.ndarray, ids_in_test: np.ndarray,
-          summary: str) -> int:
-    """Show the filtered samples (image grid or text table) and return the chosen row."""
+def _pick(sc: Scenario, split: str, rows: np.ndarray, pred: np.ndarray, conf: np.ndarray, y_true: np.ndarray,
+          ids_in_test: np.ndarray, summary: str, view: str) -> int:
+    """Show the filtered samples (image grid or text table) and return the chosen row of the split."""
     key = f"sample-{sc.spec.name}-{split}"
     if st.session_state.get(key) not in set(rows.tolist()):
         st.session_state[key] = int(rows[0])
     names = sc.class_names
-    pred, conf = probs.argmax(1), probs.max(1)
     if sc.kind == "text":
         st.caption(summary)
         texts = sc.texts_test_triggered if split == "triggered" else sc.texts_test
@@ -156,11 +159,11 @@ def _pick(sc: Scenario, split: str, rows: np.ndarray, probs: np.ndarray, y_true:
         }
         event = st.dataframe(
             table, hide_index=True, on_select="rerun", selection_mode="single-row", height=520,
-            key=f"table-{sc.spec.name}-{split}",
+            key=f"table-{sc.spec.name}-{hashlib.sha1(view.encode()).hexdigest()[:10]}",
             column_config={"confidence": st.column_config.ProgressColumn("confidence", min_value=0, max_value=1, format="%.2f"),
                            "text": st.column_config.TextColumn("text", width="medium")},
         )
-        picked = event.selection.rows if event is not None else []
+        picked = [i for i in (event.selection.rows if event is not None else []) if 0 <= i < len(rows)]
         if picked:
             st.session_state[key] = int(rows[picked[0]])
         return st.session_state[key]
@@ -202,7 +205,7 @@ def _detail(sc: Scenario, split: str, row: int, p: np.ndarray, y: int, test_id: 
     if split == "marked":
         chips.append(badge("marked copy", GROUND_TRUTH_COLOURS["marked"]))
     if sc.truth.subclass_test is not None:
-        chips.append(badge(f"digit class {sc.truth.subclass_names[int(sc.truth.subclass_test[test_id])]}", "blue"))
+        chips.append(badge(f"original class {sc.truth.subclass_names[int(sc.truth.subclass_test[test_id])]}", "blue"))
     st.markdown(" ".join(chips))
     x, _ = sc.test_split(split)
     if sc.kind == "image":

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import streamlit as st
 
 from core.data import DATASETS, DEFAULT_SCENARIO, PRESETS
@@ -26,22 +24,24 @@ def pick_scenario() -> Selection:
         )
         st.caption(PRESETS[name].description)
         dataset = PRESETS[name].dataset
-        with st.expander("Model and seed"):
-            seed = int(st.number_input("Seed", min_value=0, max_value=1_000_000, value=0, step=1,
+        kind = DATASETS[dataset].kind
+        archs = [a for a, (_, k, _) in ARCHITECTURES.items() if k == kind]
+        with st.expander("Model and seed"), st.form(f"model-{dataset}", border=False):
+            seed = int(st.number_input("Seed", min_value=0, max_value=1_000_000, value=0, step=1, key="seed",
                                        help="Seeds the scenario (which points are corrupted) and the training."))
-            kind = DATASETS[dataset].kind
-            archs = [a for a, (_, k, _) in ARCHITECTURES.items() if k == kind]
-            base = default_config(dataset)
-            arch = st.selectbox("Architecture", archs, index=archs.index(base.arch), key=f"arch-{dataset}",
-                                format_func=lambda a: f"{a}: {ARCHITECTURES[a][2]}")
-            cfg = default_config(dataset, arch, seed=seed)
-            epochs = int(st.number_input("Epochs", min_value=1, max_value=200, value=cfg.epochs, step=1,
-                                         key=f"epochs-{dataset}-{arch}"))
-            st.caption(f"{cfg.optimizer.upper()}, lr {cfg.lr:g} (cosine to {cfg.lr * cfg.final_lr_ratio:g}), "
-                       f"batch {cfg.batch_size}, {cfg.n_checkpoints} checkpoints")
+            arch = st.selectbox("Architecture", archs, index=archs.index(default_config(dataset).arch),
+                                key=f"arch-{dataset}", format_func=lambda a: f"{a}: {ARCHITECTURES[a][2]}")
+            epochs = st.number_input("Epochs", min_value=1, max_value=200, value=None, step=1, key=f"epochs-{dataset}",
+                                     placeholder="default",
+                                     help="Leave empty for the architecture's default (shown below).")
+            st.form_submit_button("Apply", help="Train (or load) the model with these options")
+            cfg = default_config(dataset, arch, seed=seed, epochs=int(epochs) if epochs else None)
+            st.caption(f"{cfg.epochs} epochs, {cfg.optimizer.upper()}, lr {cfg.lr:g} (cosine to "
+                       f"{cfg.lr * cfg.final_lr_ratio:g}), batch {cfg.batch_size}, "
+                       f"{len(cfg.checkpoint_epochs())} checkpoints")
     if st.query_params.get("scenario") != name:
         st.query_params["scenario"] = name
-    return Selection(name, seed, replace(cfg, epochs=epochs))
+    return Selection(name, seed, cfg)
 
 
 def model_status(trained: TrainedModel) -> None:
@@ -54,7 +54,7 @@ def model_status(trained: TrainedModel) -> None:
         if trained.attack_success is not None:
             cols[1].metric("Attack success", f"{trained.attack_success:.1%}",
                            help="Share of triggered test inputs classified as the backdoor target.")
-        origin = "loaded from the cache" if trained.cache_status == "hit" else f"trained in {trained.train_seconds:.0f} s"
-        st.caption(f"{trained.config.epochs} epochs, {len(trained.checkpoints)} checkpoints · {origin}")
+        st.caption(f"{trained.config.epochs} epochs, {len(trained.checkpoints)} checkpoints · trained in "
+                   f"{trained.train_seconds:.0f} s, kept in the disk cache")
         for msg in trained.cache_messages:
             st.warning(msg)

@@ -1,8 +1,10 @@
 """What the app keeps between reruns: built scenarios, training jobs, predictions.
 
-Everything here wraps a ``core`` call in a Streamlit cache, so a rerun costs nothing.
-Training runs in a background thread owned by a process-wide job registry: a rerun (any
-click) never interrupts it, and every session asking for the same model shares one job.
+Everything here wraps a ``core`` call in a Streamlit cache, so a rerun costs nothing. A
+model already in the disk cache is loaded at once; one that is not is trained in a
+background thread owned by a process-wide job registry, so a rerun (any click) never
+interrupts it, every session asking for the same model shares one job, and trainings run
+one after another.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import streamlit as st
 
 from core.data import Scenario, build, get_spec
 from core.errors import AttrexError
-from core.models import TrainConfig, TrainedModel, predict_proba, train
+from core.models import TrainConfig, TrainedModel, is_cached, predict_proba, train
 
 
 @dataclass(frozen=True)
@@ -33,17 +35,22 @@ def scenario(name: str, seed: int) -> Scenario:
     return build(get_spec(name, seed=seed))
 
 
+@st.cache_resource(show_spinner="Loading the model from the cache…", max_entries=6)
+def load_model(selection: Selection) -> TrainedModel:
+    """A model that is in the disk cache (see :func:`model_or_job`)."""
+    return train(scenario(selection.scenario, selection.seed), selection.config)
+
+
 @dataclass
 class TrainingJob:
-    """A model being trained (or loaded) in a background thread."""
+    """A model being trained in the background. One trains at a time; the others wait their turn."""
 
     selection: Selection
     fraction: float = 0.0
-    message: str = "starting"
+    message: str = "waiting for another training to finish"
     result: TrainedModel | None = None
     error: str | None = None
     started: float = field(default_factory=time.time)
-    thread: threading.Thread | None = None
 
     @property
     def done(self) -> bool:
@@ -54,8 +61,10 @@ class TrainingJob:
 
     def _run(self) -> None:
         try:
-            sc = scenario(self.selection.scenario, self.selection.seed)
-            self.result = train(sc, self.selection.config, progress=self._progress)
+            with _train_lock:
+                self.started, self.message = time.time(), "starting"
+                sc = scenario(self.selection.scenario, self.selection.seed)
+                self.result = train(sc, self.selection.config, progress=self._progress)
         except AttrexError as exc:
             self.error = str(exc)
         except Exception as exc:  # shown to the user, never a silent failure
@@ -67,21 +76,33 @@ def _jobs() -> dict[Selection, TrainingJob]:
     return {}
 
 
-_jobs_lock = threading.Lock()
+_jobs_lock = threading.Lock()  # guards the registry
+_train_lock = threading.Lock()  # one training at a time: two would only share the same 2 cores
 
 
-def training_job(selection: Selection, wait: float = 1.0) -> TrainingJob:
-    """The job for ``selection``, started if needed; waits up to ``wait`` s so cached models come back at once."""
+def model_or_job(selection: Selection) -> TrainedModel | TrainingJob:
+    """The trained model if it is cached; otherwise its background training job (started if needed).
+
+    A finished job is dropped once its model is in the disk cache; a failed job stays, with
+    its error, until :func:`forget_job` (the page's "Try again").
+    """
     with _jobs_lock:
         jobs = _jobs()
         job = jobs.get(selection)
-        if job is None or job.error is not None:
-            job = TrainingJob(selection)
-            job.thread = threading.Thread(target=job._run, name=f"attrex-train-{selection.scenario}", daemon=True)
-            jobs[selection] = job
-            job.thread.start()
-    job.thread.join(timeout=wait)
-    return job
+        if job is not None and (not job.done or job.error):
+            return job
+        jobs.pop(selection, None)
+        sc = scenario(selection.scenario, selection.seed)
+        if job is None and not is_cached(sc, selection.config):
+            job = jobs[selection] = TrainingJob(selection)
+            threading.Thread(target=job._run, name=f"attrex-train-{selection.scenario}", daemon=True).start()
+            return job
+    return load_model(selection)
+
+
+def forget_job(selection: Selection) -> None:
+    with _jobs_lock:
+        _jobs().pop(selection, None)
 
 
 @st.cache_data(show_spinner=False, max_entries=32)

@@ -65,3 +65,77 @@ def test_unknown_scenario_in_the_link_falls_back_with_a_warning(mnist_trained):
     assert not at.exception
     assert any("Unknown scenario" in w.value for w in at.sidebar.warning)
     assert at.title[0].value == "Explore · mnist"
+
+
+@pytest.fixture(scope="module")
+def backdoor_trained(isolated_cache):
+    from core.data import build
+    from core.models import train
+
+    return train(build("mnist-backdoor"))
+
+
+def test_triggered_split_of_a_backdoor_scenario(backdoor_trained):
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.query_params["scenario"] = "mnist-backdoor"
+    at.run()
+    assert not at.exception
+    assert "300 poisoned" in _texts(at)
+    assert any(m.label == "Attack success" for m in at.metric)
+    at.button_group(key="split-mnist-backdoor").set_value("triggered").run()
+    assert not at.exception
+    text = _texts(at)
+    assert "of 900 samples shown" in text and "sent to the backdoor target 0" in text
+    assert f"{backdoor_trained.attack_success:.1%} sent" in text
+    assert "triggered copy" in text
+
+
+def test_text_scenario_shows_a_table_and_the_text(isolated_cache):
+    from core.data import build
+    from core.models import train
+
+    train(build("agnews"))
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.query_params["scenario"] = "agnews"
+    at.run()
+    assert not at.exception
+    assert at.title[0].value == "Explore · agnews"
+    assert len(at.dataframe) == 1
+    assert "Test #0" in _texts(at)
+    assert any("<div" in m.value for m in at.markdown)  # the token strip of the chosen text
+
+
+def test_a_failed_training_stays_on_screen_until_the_user_retries(monkeypatch, isolated_cache):
+    import time
+
+    import explorer.state as state
+
+    calls = []
+
+    def failing_train(*args, **kwargs):
+        calls.append(1)
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(state, "train", failing_train)
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.query_params["scenario"] = "mnist-superclass"  # a model this session has not trained
+    at.run()
+    for _ in range(50):  # the background job fails at once; the page shows it on the next run
+        time.sleep(0.1)
+        at.run()
+        if at.error:
+            break
+    assert "Training failed: RuntimeError: disk full" in at.error[0].value
+    at.run()
+    assert len(calls) == 1 and at.error  # a rerun does not silently start it again
+    next(b for b in at.button if b.label == "Try again").click().run()
+    assert len(calls) == 2  # the user's retry does
+    for _ in range(50):
+        if at.error:
+            break
+        time.sleep(0.1)
+        at.run()
+    assert len(calls) == 2 and at.error
+    from core.models import default_config
+
+    state.forget_job(state.Selection("mnist-superclass", 0, default_config("mnist")))  # leave no failed job behind

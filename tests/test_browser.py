@@ -71,10 +71,16 @@ def test_explore_page_in_chromium(browser, server, tmp_path):
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.goto(server)
     page.get_by_text("Explore · mnist").wait_for(timeout=90_000)
-    page.get_by_text("Test #0").wait_for(timeout=30_000)
-    assert page.get_by_role("img").count() >= 40  # the gallery's first page
-    page.get_by_role("button", name="#7", exact=True).click()
-    page.get_by_text("Test #7").wait_for(timeout=30_000)
-    assert "Test accuracy" in page.inner_text("body")
-    page.screenshot(path=str(tmp_path / "explore.png"), full_page=True)
+    try:
+        page.get_by_text("Test #0").wait_for(timeout=30_000)
+        # the gallery's first page: 40 sample images plus the detail image, all loaded
+        page.wait_for_function(
+            "[...document.querySelectorAll('img')].filter(i => i.complete && i.naturalWidth > 0).length >= 41",
+            timeout=30_000,
+        )
+        page.get_by_role("button", name="#7", exact=True).click()
+        page.get_by_text("Test #7").wait_for(timeout=30_000)
+        assert "Test accuracy" in page.inner_text("body")
+    finally:
+        page.screenshot(path=str(tmp_path / "explore.png"), full_page=True)  # kept by pytest for a look
     assert not errors, errors

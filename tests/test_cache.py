@@ -18,6 +18,12 @@ def _compute(calls: list):
     return fn
 
 
+def _edit_meta(folder, change) -> None:
+    record = json.loads((folder / "meta.json").read_text())
+    change(record["meta"])
+    (folder / "meta.json").write_text(json.dumps(record))
+
+
 def test_keys_are_content_addressed():
     assert make_key({"a": 1, "b": [1, 2]}, 1) == make_key({"b": [1, 2], "a": 1}, 1)
     assert make_key({"a": 1}, 1) != make_key({"a": 2}, 1)
@@ -41,6 +47,9 @@ def test_round_trip_and_hit(tmp_path):
         (lambda d: (d / "meta.json").write_text("{not json"), "unreadable"),
         (lambda d: (d / "meta.json").write_text(json.dumps({**json.loads((d / "meta.json").read_text()), "format": 0})), "format"),
         (lambda d: (d / "meta.json").write_text(json.dumps({**json.loads((d / "meta.json").read_text()), "key": "zz"})), "another artefact"),
+        (lambda d: (d / "meta.json").write_text("[]"), "does not hold an artefact record"),
+        (lambda d: _edit_meta(d, lambda m: m.update(n=3)), "metadata in meta.json does not match"),
+        (lambda d: _edit_meta(d, lambda m: m.pop("note")), "metadata in meta.json does not match"),
     ],
 )
 def test_corrupt_entry_is_recomputed_with_a_message(tmp_path, damage, reason, caplog):
@@ -68,7 +77,7 @@ def test_validation_rejects_stale_content(tmp_path):
     assert "expected 4" in art.status and len(calls) == 2
 
 
-def test_writes_are_atomic(tmp_path, monkeypatch):
+def test_interrupted_write_leaves_nothing(tmp_path, monkeypatch):
     """A write that dies half-way leaves neither a final entry nor a temporary folder."""
     import core.cache
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-import numpy as np
 import pytest
 import torch
 
@@ -171,6 +170,13 @@ def test_balanced_subset_option():
         (lambda: DomainMark(rate=float("nan")), ["[0, 1]"]),
         (lambda: BadNets(position="middle"), ["bottom-right"]),
         (lambda: TriggerToken(token="Two Words"), ["one lower-case word"]),
+        (lambda: TriggerToken(token="café"), ["kept whole by the tokenizer"]),
+        (lambda: TriggerToken(token=5), ["one lower-case word"]),
+        (lambda: DomainMark(center_size=-3), ["centre square size", ">= 1"]),
+        (lambda: DomainMark(class_id="2"), ["mark class must be an integer"]),
+        (lambda: build(replace(get_spec("mnist"), corruption=DomainMark(center_size=30))), ["does not fit"]),
+        (lambda: get_spec("mnist", seed=-1), ["seed must be an integer >= 0"]),
+        (lambda: BadNets(patch_size=0), ["patch size must be an integer >= 1"]),
         (lambda: BadNets(target_class=1, source_classes=(1, 2)), ["must not include"]),
         (lambda: Superclasses(1), [">= 2"]),
         (lambda: build(replace(get_spec("mnist"), corruption=BadNets(target_class=12))), ["out of range"]),
@@ -190,4 +196,3 @@ def test_stamp_does_not_change_its_input(clean):
     BadNets().stamp(x)
     DomainMark().stamp(x)
     assert torch.equal(x, clean.x_train[:3])
-    assert np.isclose(float(x.max()), 1.0)

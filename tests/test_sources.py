@@ -19,7 +19,8 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 def _idx(path: Path, arr: np.ndarray) -> None:
     header = bytes([0, 0, 8, arr.ndim]) + b"".join(struct.pack(">I", d) for d in arr.shape)
-    path.write_bytes(gzip.compress(header + arr.astype(np.uint8).tobytes()))
+    body = header + arr.astype(np.uint8).tobytes()
+    path.write_bytes(gzip.compress(body) if path.suffix == ".gz" else body)
 
 
 def _tiny_images(n: int, shape: tuple[int, ...], k: int = 10, seed: int = 0):
@@ -47,17 +48,27 @@ def test_npz_directory_layout(tmp_path):
     assert sc.source == str(tmp_path)
 
 
-def test_torchvision_idx_layout(tmp_path):
+@pytest.mark.parametrize("suffix", [".gz", ""])
+def test_torchvision_idx_layout(tmp_path, suffix):
     raw_dir = tmp_path / "FashionMNIST" / "raw"
     raw_dir.mkdir(parents=True)
     x, y = _tiny_images(30, (28, 28))
-    _idx(raw_dir / "train-images-idx3-ubyte.gz", x)
-    _idx(raw_dir / "train-labels-idx1-ubyte.gz", y)
-    _idx(raw_dir / "t10k-images-idx3-ubyte.gz", x[:10])
-    _idx(raw_dir / "t10k-labels-idx1-ubyte.gz", y[:10])
+    _idx(raw_dir / f"train-images-idx3-ubyte{suffix}", x)
+    _idx(raw_dir / f"train-labels-idx1-ubyte{suffix}", y)
+    _idx(raw_dir / f"t10k-images-idx3-ubyte{suffix}", x[:10])
+    _idx(raw_dir / f"t10k-labels-idx1-ubyte{suffix}", y[:10])
     raw = load("fashion-mnist", tmp_path)
     assert raw.x_train.shape == (30, 1, 28, 28) and np.array_equal(raw.x_train[:, 0], x)
     assert np.array_equal(raw.y_test, y[:10])
+
+
+def test_corrupt_idx_file(tmp_path):
+    raw_dir = tmp_path / "MNIST" / "raw"
+    raw_dir.mkdir(parents=True)
+    for stem in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+        (raw_dir / f"{stem}.gz").write_bytes(b"\x1f\x8b broken")
+    with pytest.raises(AttrexError, match="cannot read"):
+        load("mnist", tmp_path)
 
 
 def test_cifar_binary_and_python_layouts(tmp_path):
@@ -96,9 +107,10 @@ def test_untrusted_pickle_is_refused_and_never_runs(tmp_path):
     assert not flag.exists()
 
 
-def test_agnews_csv_layout(tmp_path):
-    folder = tmp_path / "ag_news_csv"
-    folder.mkdir()
+@pytest.mark.parametrize("subfolder", ["ag_news_csv", ""])
+def test_agnews_csv_layout(tmp_path, subfolder):
+    folder = tmp_path / subfolder
+    folder.mkdir(exist_ok=True)
     rows = [f'"{c}","Title {i}","Body of story {i}"' for i, c in enumerate([1, 2, 3, 4] * 3)]
     (folder / "train.csv").write_text("\n".join(rows) + "\n")
     (folder / "test.csv").write_text("\n".join(rows[:4]) + "\n")
@@ -146,6 +158,21 @@ def test_object_arrays_are_not_unpickled(tmp_path):
     x, y = _tiny_images(4, (28, 28))
     np.savez(tmp_path / "mnist.npz", x_train=np.array([object()] * 4, dtype=object), y_train=y, x_test=x, y_test=y)
     with pytest.raises(AttrexError, match="cannot read"):
+        load("mnist", tmp_path)
+
+
+def test_agnews_jsonl_from_a_directory(tmp_path):
+    rows = [{"text": f"story {i}", "label": i % 4, "split": "train" if i < 8 else "test"} for i in range(12)]
+    with gzip.open(tmp_path / "ag_news.jsonl.gz", "wt") as fh:
+        fh.writelines(json.dumps(r) + "\n" for r in rows)
+    sc = build(get_spec("agnews", data_dir=str(tmp_path)))
+    assert sc.texts_train[3] == "story 3" and len(sc.y_test) == 4
+
+
+def test_non_integer_labels(tmp_path):
+    x, y = _tiny_images(4, (28, 28))
+    np.savez(tmp_path / "mnist.npz", x_train=x, y_train=y.astype(str), x_test=x, y_test=y)
+    with pytest.raises(AttrexError, match="labels must be integers"):
         load("mnist", tmp_path)
 
 

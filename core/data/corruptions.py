@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
+from core.data.text import tokenize
 from core.errors import AttrexError
 
 POSITIONS = ("bottom-right", "bottom-left", "top-right", "top-left", "center")
@@ -32,6 +33,11 @@ BLEND_PATTERNS = ("noise", "stripes")
 def _check_rate(name: str, value: float) -> None:
     if not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0 or math.isnan(value):
         raise AttrexError(f"{name} must be a number in [0, 1]; got {value!r}")
+
+
+def _check_int(name: str, value: int, lo: int = 0) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < lo:
+        raise AttrexError(f"{name} must be an integer >= {lo}; got {value!r}")
 
 
 def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
@@ -68,8 +74,11 @@ class _Poisoning(Corruption):
 
     def __post_init__(self) -> None:
         _check_rate("poison rate", self.poison_rate)
+        _check_int("target class", self.target_class)
         if isinstance(self.source_classes, list):
             object.__setattr__(self, "source_classes", tuple(self.source_classes))
+        for c in self.source_classes or ():
+            _check_int("a source class", c)
         if self.source_classes is not None and self.target_class in self.source_classes:
             raise AttrexError("source classes of a backdoor must not include its target class")
 
@@ -94,8 +103,7 @@ class BadNets(_Poisoning):
         super().__post_init__()
         _check_choice("patch position", self.position, POSITIONS)
         _check_choice("patch pattern", self.pattern, PATTERNS)
-        if not isinstance(self.patch_size, int) or self.patch_size < 1:
-            raise AttrexError(f"patch size must be a positive integer; got {self.patch_size!r}")
+        _check_int("patch size", self.patch_size, lo=1)
 
     def mask(self, h: int, w: int) -> torch.Tensor:
         """``[H, W]`` bool: the pixels the patch overwrites (1-pixel margin from the border)."""
@@ -154,8 +162,9 @@ class TriggerToken(_Poisoning):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not self.token.isalnum() or self.token != self.token.lower():
-            raise AttrexError(f"trigger token must be one lower-case word; got {self.token!r}")
+        if not isinstance(self.token, str) or tokenize(self.token) != [self.token]:
+            raise AttrexError(f"trigger token must be one lower-case word of letters and digits "
+                              f"(kept whole by the tokenizer); got {self.token!r}")
 
 
 @dataclass(frozen=True)
@@ -167,8 +176,12 @@ class DomainMark(Corruption):
 
     def __post_init__(self) -> None:
         _check_rate("mark rate", self.rate)
+        _check_int("mark class", self.class_id)
+        _check_int("centre square size", self.center_size, lo=1)
 
     def mask(self, h: int, w: int) -> torch.Tensor:
+        if self.center_size > min(h, w) - 4:
+            raise AttrexError(f"centre square of {self.center_size} pixels does not fit inside the frame of a {h}×{w} image")
         m = torch.zeros(h, w, dtype=torch.bool)
         m[0, :] = m[-1, :] = m[:, 0] = m[:, -1] = True
         s = self.center_size
@@ -186,8 +199,7 @@ class Superclasses(Corruption):
     kind = "superclasses"
 
     def __post_init__(self) -> None:
-        if not isinstance(self.n_superclasses, int) or self.n_superclasses < 2:
-            raise AttrexError(f"number of superclasses must be an integer >= 2; got {self.n_superclasses!r}")
+        _check_int("number of superclasses", self.n_superclasses, lo=2)
 
     def groups(self, n_classes: int, rng: np.random.Generator) -> np.ndarray:
         """``[n_classes]``: the superclass of every original class (random, near-equal groups)."""
@@ -197,25 +209,6 @@ class Superclasses(Corruption):
         out = np.empty(n_classes, dtype=np.int64)
         out[perm] = np.arange(n_classes) % self.n_superclasses
         return out
-
-
-CORRUPTIONS: dict[str, type[Corruption]] = {
-    c.kind: c for c in (LabelNoise, BadNets, Blended, TriggerToken, DomainMark, Superclasses)
-}
-
-
-def corruption_from_params(params: dict | None) -> Corruption | None:
-    """Inverse of :meth:`Corruption.params` (for specs read from JSON)."""
-    if not params:
-        return None
-    params = dict(params)
-    kind = params.pop("kind", None)
-    if kind not in CORRUPTIONS:
-        raise AttrexError(f"unknown corruption {kind!r}; accepted: {', '.join(CORRUPTIONS)}")
-    try:
-        return CORRUPTIONS[kind](**params)
-    except TypeError as exc:
-        raise AttrexError(f"bad parameters for {kind}: {exc}") from exc
 
 
 # ----------------------------------------------------------------------------- routines

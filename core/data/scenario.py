@@ -25,7 +25,6 @@ from core.data.corruptions import (
     LabelNoise,
     Superclasses,
     TriggerToken,
-    corruption_from_params,
     flip_labels,
     poison,
 )
@@ -54,6 +53,8 @@ class ScenarioSpec:
 
     def __post_init__(self) -> None:
         sources.dataset_info(self.dataset)  # raises on an unknown data set
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise AttrexError(f"seed must be an integer >= 0; got {self.seed!r}")
         for what, n in (("n_train", self.n_train), ("n_test", self.n_test)):
             if n is not None and (not isinstance(n, int) or n < 1):
                 raise AttrexError(f"{what} must be a positive integer or None; got {n!r}")
@@ -68,12 +69,6 @@ class ScenarioSpec:
             "n_test": self.n_test,
             "data_dir": str(Path(self.data_dir).expanduser().resolve()) if self.data_dir else None,
         }
-
-    @classmethod
-    def from_dict(cls, d: dict) -> ScenarioSpec:
-        d = dict(d)
-        d["corruption"] = corruption_from_params(d.get("corruption"))
-        return cls(**d)
 
 
 @dataclass
@@ -172,8 +167,8 @@ class Scenario:
         """sha256 over the spec and every tensor: the cache key of anything trained on it."""
         h = hashlib.sha256(json.dumps(self.spec.to_dict(), sort_keys=True).encode())
         for t in (self.x_train, self.y_train, self.x_test, self.y_test):
-            h.update(str(tuple(t.shape)).encode())
-            h.update(t.contiguous().numpy().tobytes())
+            h.update(str((tuple(t.shape), t.dtype)).encode())
+            h.update(memoryview(t.contiguous().numpy()).cast("B"))  # no copy of the data
         h.update("\n".join(self.vocab).encode())
         return h.hexdigest()
 

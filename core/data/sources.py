@@ -139,9 +139,15 @@ def _images_from_npz(info: DatasetInfo, path: Path) -> RawData:
         info,
         x_train=_to_nchw(arrays["x_train"], info, f"{path.name}:x_train"),
         x_test=_to_nchw(arrays["x_test"], info, f"{path.name}:x_test"),
-        y_train=arrays["y_train"].astype(np.int64),
-        y_test=arrays["y_test"].astype(np.int64),
+        y_train=_labels(arrays["y_train"], f"{path.name}:y_train"),
+        y_test=_labels(arrays["y_test"], f"{path.name}:y_test"),
     )
+
+
+def _labels(y: np.ndarray, what: str) -> np.ndarray:
+    if not np.issubdtype(y.dtype, np.integer):
+        raise AttrexError(f"{what} has dtype {y.dtype}; labels must be integers")
+    return y.astype(np.int64)
 
 
 def _to_nchw(x: np.ndarray, info: DatasetInfo, what: str) -> np.ndarray:
@@ -160,7 +166,10 @@ def _to_nchw(x: np.ndarray, info: DatasetInfo, what: str) -> np.ndarray:
 
 
 def _read_idx(path: Path) -> np.ndarray:
-    data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    try:
+        data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    except (OSError, EOFError) as exc:  # gzip.BadGzipFile is an OSError
+        raise AttrexError(f"cannot read {path}: {exc}") from exc
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
         raise AttrexError(f"{path} is not an IDX file of unsigned bytes")
     ndim = data[3]
@@ -232,11 +241,12 @@ def _cifar_py(info: DatasetInfo, folder: Path) -> RawData:
                 raise AttrexError(f"{folder} lacks {n}; torchvision's CIFAR-10 layout has data_batch_1..5 and test_batch")
             try:
                 batch = _ArraysOnlyUnpickler(io.BytesIO(path.read_bytes()), encoding="latin1").load()
-                data, labels = batch["data"], batch["labels"]
+                xs.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+                ys.append(np.asarray(batch["labels"], dtype=np.int64))
             except Exception as exc:
                 raise AttrexError(f"cannot read {path} as a CIFAR-10 batch: {exc}") from exc
-            xs.append(np.asarray(data, dtype=np.uint8).reshape(-1, 3, 32, 32))
-            ys.append(np.asarray(labels, dtype=np.int64))
+            if len(xs[-1]) != len(ys[-1]):
+                raise AttrexError(f"{path} holds {len(xs[-1])} images but {len(ys[-1])} labels")
         return np.concatenate(xs), np.concatenate(ys)
 
     x_tr, y_tr = read([f"data_batch_{i}" for i in range(1, 6)])
@@ -308,11 +318,25 @@ def download(name: str, root: str | Path) -> Path:
     if info.kind == "text":
         raise AttrexError("AG News has no downloader here: place the official train.csv and test.csv in the data directory")
     import torchvision.datasets as tvd
+    from torchvision.datasets.utils import download_and_extract_archive
 
-    cls = {"mnist": tvd.MNIST, "fashion-mnist": tvd.FashionMNIST, "cifar10": tvd.CIFAR10}[name]
     try:
-        for train in (True, False):
-            cls(str(root), train=train, download=True)
-    except Exception as exc:  # no network, disk full, ...
+        if name == "cifar10":
+            # fetch and check the archive only: torchvision's CIFAR10 class would unpickle the
+            # batches with plain pickle; :func:`load` reads them with the arrays-only unpickler
+            c = tvd.CIFAR10
+            download_and_extract_archive(c.url, str(root), filename=c.filename, md5=c.tgz_md5)
+        else:  # the four IDX files into <root>/<MNIST|FashionMNIST>/raw, trying each mirror
+            cls = {"mnist": tvd.MNIST, "fashion-mnist": tvd.FashionMNIST}[name]
+            raw = Path(root) / cls.__name__ / "raw"
+            for filename, md5 in cls.resources:
+                for i, mirror in enumerate(cls.mirrors):
+                    try:
+                        download_and_extract_archive(f"{mirror}{filename}", str(raw), filename=filename, md5=md5)
+                        break
+                    except OSError:
+                        if i == len(cls.mirrors) - 1:
+                            raise
+    except Exception as exc:  # no network, disk full, checksum mismatch, ...
         raise AttrexError(f"downloading {name} into {root} failed: {exc}") from exc
     return Path(root)

@@ -7,6 +7,7 @@ from core.models.training import (
     TrainConfig,
     TrainedModel,
     default_config,
+    is_cached,
     load_state,
     predict,
     predict_proba,
@@ -15,5 +16,5 @@ from core.models.training import (
 
 __all__ = [
     "ARCHITECTURES", "AttrexModel", "build_model", "DEFAULT_CONFIGS", "Checkpoint", "TrainConfig",
-    "TrainedModel", "default_config", "load_state", "predict", "predict_proba", "train",
+    "TrainedModel", "default_config", "is_cached", "load_state", "predict", "predict_proba", "train",
 ]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import math
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -196,9 +197,20 @@ def _augment(x: torch.Tensor, kind: str, g: torch.Generator) -> torch.Tensor:
     return out
 
 
+# Initialisation draws from torch's global generator: hold this lock and fork the generator so
+# that a training running in another thread can neither disturb nor be disturbed by it.
+_INIT_LOCK = threading.Lock()
+
+
+def _new_model(scenario: Scenario, arch: str, seed: int) -> AttrexModel:
+    """A model initialised from ``seed``, leaving torch's global random state as it was."""
+    with _INIT_LOCK, torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build_model(arch, scenario.input_shape, scenario.n_classes, len(scenario.vocab))
+
+
 def _fit(scenario: Scenario, cfg: TrainConfig, progress: Progress | None) -> tuple[dict, dict]:
-    torch.manual_seed(cfg.seed)
-    model = build_model(cfg.arch, scenario.input_shape, scenario.n_classes, len(scenario.vocab))
+    model = _new_model(scenario, cfg.arch, cfg.seed)
     params = [p for p in model.parameters() if p.requires_grad]
     if cfg.optimizer == "sgd":
         opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
@@ -269,20 +281,27 @@ def train(
 ) -> TrainedModel:
     """Train (or load from the cache) a model for ``scenario``; see the module docstring."""
     cfg = config or default_config(scenario.spec.dataset)
-    model = build_model(cfg.arch, scenario.input_shape, scenario.n_classes, len(scenario.vocab))
+    model = _new_model(scenario, cfg.arch, cfg.seed)  # the weights are replaced by the trained ones below
     cache = cache or Cache()
     key = cache_key(scenario, cfg)
-    n_ckpt = len(cfg.checkpoint_epochs())
+    epochs = cfg.checkpoint_epochs()
     expected = {k: v.shape for k, v in model.state_dict().items()}
 
     def validate(tensors: dict, meta: dict) -> None:
-        if len(meta["checkpoints"]) != n_ckpt:
-            raise ValueError(f"{len(meta['checkpoints'])} checkpoints, expected {n_ckpt}")
-        for i in range(n_ckpt):
+        if [c["epoch"] for c in meta["checkpoints"]] != epochs:
+            raise ValueError(f"checkpoints at epochs {[c['epoch'] for c in meta['checkpoints']]}, expected {epochs}")
+        for i, c in enumerate(meta["checkpoints"]):
+            if c["index"] != i or not (isinstance(c["lr"], float) and c["lr"] >= 0):
+                raise ValueError(f"checkpoint record {i} is malformed")
             for k, shape in expected.items():
                 t = tensors[f"ckpt{i}/{k}"]
                 if t.shape != shape:
                     raise ValueError(f"ckpt{i}/{k} has shape {tuple(t.shape)}, expected {tuple(shape)}")
+        if len(meta["history"]) != cfg.epochs:
+            raise ValueError(f"history of {len(meta['history'])} epochs, expected {cfg.epochs}")
+        for name in ("test_accuracy", "train_seconds"):
+            if not isinstance(meta[name], (int, float)):
+                raise ValueError(f"{name} is not a number")
 
     art = cache.get_or_compute("model", key, lambda: _fit(scenario, cfg, progress), validate)
     meta = art.meta
@@ -297,6 +316,12 @@ def train(
         progress(1.0, "loaded from cache" if art.status == "hit" else "trained")
     return TrainedModel(model, cfg, checkpoints, meta["history"], meta["test_accuracy"], meta["attack_success"],
                         meta["train_seconds"], key, art.status, art.messages)
+
+
+def is_cached(scenario: Scenario, config: TrainConfig | None = None, cache: Cache | None = None) -> bool:
+    """Whether :func:`train` would load this model from the cache rather than train it."""
+    cfg = config or default_config(scenario.spec.dataset)
+    return (cache or Cache()).contains("model", cache_key(scenario, cfg))
 
 
 def cache_key(scenario: Scenario, cfg: TrainConfig) -> str:
