@@ -185,12 +185,12 @@ def _pick(sc: Scenario, split: str, rows: np.ndarray, pred: np.ndarray, conf: np
             with col:
                 ok = pred[r] == y_true[r]
                 st.image(to_image(x[r], scale), width="stretch")
-                st.caption(f"{names[pred[r]]} · {conf[r]:.0%}" if ok else f":red[✗ {names[y_true[r]]} → {names[pred[r]]}]",
-                           help=None)
                 st.button(f"#{int(ids_in_test[r])}", key=f"pick-{sc.spec.name}-{split}-{r}", width="stretch",
                           type="primary" if r == st.session_state[key] else "secondary",
                           help=f"true {names[y_true[r]]}, predicted {names[pred[r]]} ({conf[r]:.1%})",
                           on_click=st.session_state.__setitem__, args=(key, r))
+                # below the button, so a caption that wraps (long class names) never misaligns a row
+                st.caption(f"{names[pred[r]]} · {conf[r]:.0%}" if ok else f":red[✗ {names[y_true[r]]} → {names[pred[r]]}]")
     return st.session_state[key]
 
 
