@@ -77,23 +77,24 @@ def _jobs() -> dict[Selection, TrainingJob]:
 
 
 _jobs_lock = threading.Lock()  # guards the registry
-_train_lock = threading.Lock()  # one training at a time: two would only share the same 2 cores
+_train_lock = threading.Lock()  # one training at a time: two at once would only split the same cores
 
 
 def model_or_job(selection: Selection) -> TrainedModel | TrainingJob:
     """The trained model if it is cached; otherwise its background training job (started if needed).
 
-    A finished job is dropped once its model is in the disk cache; a failed job stays, with
-    its error, until :func:`forget_job` (the page's "Try again").
+    A finished job hands over its model once and is dropped; a failed job stays, with its
+    error, until :func:`forget_job` (the page's "Try again").
     """
     with _jobs_lock:
         jobs = _jobs()
         job = jobs.get(selection)
-        if job is not None and (not job.done or job.error):
-            return job
-        jobs.pop(selection, None)
-        sc = scenario(selection.scenario, selection.seed)
-        if job is None and not is_cached(sc, selection.config):
+        if job is not None:
+            if not job.done or job.error:
+                return job
+            del jobs[selection]
+            return job.result  # just trained; later reruns load it from the disk cache
+        if not is_cached(scenario(selection.scenario, selection.seed), selection.config):
             job = jobs[selection] = TrainingJob(selection)
             threading.Thread(target=job._run, name=f"attrex-train-{selection.scenario}", daemon=True).start()
             return job
