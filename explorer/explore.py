@@ -106,7 +106,7 @@ def _gallery(sc: Scenario, trained: TrainedModel, selection: state.Selection) ->
         show = cols[1].selectbox("Show", ["all", "misclassified", "correct"], key=f"show-{sc.spec.name}")
         order = cols[2].selectbox("Order", ["index", "least confident", "most confident"], key=f"order-{sc.spec.name}")
 
-    probs = state.probabilities(trained.key, selection.scenario, selection.seed, split, trained)
+    probs = state.probabilities(selection, split, trained)
     ids_in_test = sc.test_ids(split).numpy()
     y_true = sc.y_test.numpy()[ids_in_test]
     pred, conf = probs.argmax(1), probs.max(1)

@@ -107,7 +107,7 @@ def forget_job(selection: Selection) -> None:
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
-def probabilities(model_key: str, scenario_name: str, seed: int, split: str, _trained: TrainedModel) -> np.ndarray:
-    """Class probabilities ``[n, n_classes]`` of a test split; cached per model key and split."""
-    x, _ = scenario(scenario_name, seed).test_split(split)
+def probabilities(selection: Selection, split: str, _trained: TrainedModel) -> np.ndarray:
+    """Class probabilities ``[n, n_classes]`` of a test split of the selection's model (which it determines)."""
+    x, _ = scenario(selection.scenario, selection.seed).test_split(split)
     return predict_proba(_trained.model, x).numpy()

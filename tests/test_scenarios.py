@@ -92,7 +92,7 @@ def test_badnets_trigger_sits_on_exactly_the_poisoned_and_triggered_images(name)
     trig = sc.x_test_triggered
     assert torch.equal(trig[..., mask], pattern[..., mask].expand_as(trig[..., mask]))
     assert torch.equal(trig[..., ~mask], sc.x_test[t.triggered_test_ids][..., ~mask])
-    assert (sc.y_test_triggered == c.target_class).all()
+    assert (sc.test_split("triggered")[1] == c.target_class).all()
     # labels outside the poisoned set are untouched
     keep = torch.ones(n, dtype=torch.bool)
     keep[t.poisoned_ids] = False

@@ -132,9 +132,9 @@ class Scenario:
     Images: ``x_*`` float32 ``[N, C, H, W]`` in [0, 1]. Text: ``x_*`` int64 token ids
     ``[N, TEXT_MAX_LEN]`` padded with 0, ``vocab`` maps ids to words and ``texts_*`` hold the
     (corrupted) raw texts. ``y_train`` are the labels the model is trained on (after the
-    corruption); ``y_test`` the true test labels. Extra test splits: ``x_test_triggered`` /
-    ``y_test_triggered`` (the backdoor target) and ``x_test_marked``, aligned with
-    ``truth.triggered_test_ids`` / ``truth.marked_test_ids``.
+    corruption); ``y_test`` the true test labels. Extra test splits: ``x_test_triggered``
+    (labelled with the backdoor target by :meth:`test_split`) and ``x_test_marked``, aligned
+    with ``truth.triggered_test_ids`` / ``truth.marked_test_ids``.
     """
 
     spec: ScenarioSpec
@@ -150,7 +150,6 @@ class Scenario:
     texts_train: list[str] = field(default_factory=list)
     texts_test: list[str] = field(default_factory=list)
     x_test_triggered: torch.Tensor | None = None
-    y_test_triggered: torch.Tensor | None = None
     texts_test_triggered: list[str] = field(default_factory=list)
     x_test_marked: torch.Tensor | None = None
 
@@ -177,7 +176,8 @@ class Scenario:
         if split == "clean":
             return self.x_test, self.y_test
         if split == "triggered" and self.x_test_triggered is not None:
-            return self.x_test_triggered, self.y_test_triggered
+            target = torch.full((len(self.x_test_triggered),), self.truth.target_class, dtype=torch.int64)
+            return self.x_test_triggered, target
         if split == "marked" and self.x_test_marked is not None:
             return self.x_test_marked, self.y_test[self.truth.marked_test_ids]
         raise AttrexError(f"scenario {self.spec.name or self.spec.dataset!r} has no test split {split!r}; it has {self.test_splits()}")
@@ -301,15 +301,10 @@ def build(spec: ScenarioSpec | str) -> Scenario:
         x_test = torch.from_numpy(raw.x_test[te]).float().div_(255)
         h, w = x_train.shape[-2:]
         if isinstance(c, (BadNets, Blended)):
-            y_train, poisoned = poison(y_train, c, k, rng)
+            y_train, poisoned, trig = _plant_backdoor(y_train, y_test, c, k, rng, truth)
             x_train[poisoned] = c.stamp(x_train[poisoned])
-            trig = np.flatnonzero(np.isin(y_test, c.sources(k)))
-            truth.poisoned_ids = torch.from_numpy(poisoned)
-            truth.target_class = c.target_class
             truth.trigger_mask = c.mask(h, w)
-            truth.triggered_test_ids = torch.from_numpy(trig)
             extra["x_test_triggered"] = c.stamp(x_test[trig])
-            extra["y_test_triggered"] = torch.full((len(trig),), c.target_class, dtype=torch.int64)
         if isinstance(c, DomainMark):
             if not 0 <= c.class_id < k:
                 raise AttrexError(f"mark class {c.class_id} is out of range 0..{k - 1}")
@@ -330,16 +325,11 @@ def build(spec: ScenarioSpec | str) -> Scenario:
     texts_test = [raw.texts_test[i] for i in te]
     triggered_texts: list[str] = []
     if isinstance(c, TriggerToken):
-        y_train, poisoned = poison(y_train, c, k, rng)
+        y_train, poisoned, trig = _plant_backdoor(y_train, y_test, c, k, rng, truth)
         for i in poisoned:
             texts_train[i] = _insert_word(texts_train[i], c.token, rng)
-        trig = np.flatnonzero(np.isin(y_test, c.sources(k)))
         triggered_texts = [_insert_word(texts_test[i], c.token, rng) for i in trig]
-        truth.poisoned_ids = torch.from_numpy(poisoned)
-        truth.target_class = c.target_class
         truth.trigger_token = c.token
-        truth.triggered_test_ids = torch.from_numpy(trig)
-        extra["y_test_triggered"] = torch.full((len(trig),), c.target_class, dtype=torch.int64)
     tokens_train = [text.tokenize(t) for t in texts_train]
     vocab = text.build_vocab(tokens_train)
     x_train = text.encode(tokens_train, vocab, TEXT_MAX_LEN)
@@ -350,6 +340,22 @@ def build(spec: ScenarioSpec | str) -> Scenario:
                     torch.from_numpy(y_test), truth, source=raw.source, vocab=vocab,
                     texts_train=texts_train, texts_test=texts_test,
                     texts_test_triggered=triggered_texts, **extra)
+
+
+def _plant_backdoor(y_train: np.ndarray, y_test: np.ndarray, c, k: int, rng: np.random.Generator,
+                    truth: GroundTruth) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Relabel the poisoned training points and record the ground truth every backdoor shares.
+
+    Returns the new training labels, the poisoned ids and the ids of the test points whose
+    triggered copies form the triggered split (every test point of a source class). The
+    caller stamps its trigger (patch, blend or word) on both.
+    """
+    y_train, poisoned = poison(y_train, c, k, rng)
+    trig = np.flatnonzero(np.isin(y_test, c.sources(k)))
+    truth.poisoned_ids = torch.from_numpy(poisoned)
+    truth.target_class = c.target_class
+    truth.triggered_test_ids = torch.from_numpy(trig)
+    return y_train, poisoned, trig
 
 
 def _insert_word(sentence: str, word: str, rng: np.random.Generator) -> str:
