@@ -1,4 +1,4 @@
-"""Command line: ``attrex scenarios | prepare``.
+"""Command line: ``attrex scenarios | prepare | methods | explain | bench``.
 
 Every command takes ``--json`` and then prints exactly one JSON document on stdout;
 progress bars and messages go to stderr. Bad input exits with status 2 and a message
@@ -50,26 +50,82 @@ def cmd_scenarios(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_prepare(args: argparse.Namespace) -> int:
+def _progress_bar(desc: str, quiet: bool):
+    """A tqdm bar on stderr and the ``progress(fraction, message)`` callback that drives it."""
     from tqdm import tqdm
 
-    if args.download:
-        if not args.data_dir:
-            raise AttrexError("--download needs --data-dir: the folder to download into")
-        download(get_spec(args.scenario).dataset, args.data_dir)
-    spec = get_spec(args.scenario, seed=args.seed, data_dir=args.data_dir, n_train=args.n_train, n_test=args.n_test)
-    t0 = time.perf_counter()
-    scenario = build(spec)
-    config = default_config(spec.dataset, args.arch, epochs=args.epochs, seed=args.seed)
-    bar = tqdm(total=100, desc=f"train {spec.name} ({config.arch})", unit="%", file=sys.stderr,
-               bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed} {postfix}", disable=args.quiet)
+    bar = tqdm(total=100, desc=desc, unit="%", file=sys.stderr, disable=quiet,
+               bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed} {postfix}")
 
     def progress(fraction: float, message: str) -> None:
         bar.n = round(100 * fraction, 1)
         bar.set_postfix_str(message, refresh=True)
 
-    trained = train(scenario, config, progress=progress, cache=Cache(args.cache_dir) if args.cache_dir else None)
+    return bar, progress
+
+
+def _load(args: argparse.Namespace):
+    """The scenario and its trained model (trained now or loaded from the cache) that ``args`` ask for."""
+    if getattr(args, "download", False):
+        if not args.data_dir:
+            raise AttrexError("--download needs --data-dir: the folder to download into")
+        download(get_spec(args.scenario).dataset, args.data_dir)
+    spec = get_spec(args.scenario, seed=args.seed, data_dir=args.data_dir, n_train=args.n_train, n_test=args.n_test)
+    scenario = build(spec)
+    config = default_config(spec.dataset, args.arch, epochs=args.epochs, seed=args.seed)
+    bar, progress = _progress_bar(f"train {spec.name} ({config.arch})", args.quiet)
+    trained = train(scenario, config, progress=progress, cache=_cache(args))
     bar.close()  # a cache entry found unusable was already reported on stderr by core.cache's logger
+    return scenario, trained
+
+
+def _cache(args: argparse.Namespace) -> Cache | None:
+    return Cache(args.cache_dir) if getattr(args, "cache_dir", None) else None
+
+
+def _method_params(pairs: list[str] | None) -> dict[str, str]:
+    """``--param name=value`` pairs as a dict (values are checked by the method's schema)."""
+    out = {}
+    for pair in pairs or []:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip():
+            raise AttrexError(f"--param takes name=value; got {pair!r}")
+        out[name.strip()] = value.strip()
+    return out
+
+
+def _make_method(args: argparse.Namespace, scenario, trained):
+    from core.methods import TrainingData, create
+
+    return create(args.method, trained, TrainingData.of(scenario), cache=_cache(args), **_method_params(args.param))
+
+
+def _fit_method(method, quiet: bool, shard: tuple[int, int] | None = None, merge: int | None = None):
+    label = f"{method.name}" + (f" shard {shard[0]}/{shard[1]}" if shard else "")
+    bar, progress = _progress_bar(f"precompute {label}", quiet)
+    try:
+        if shard:
+            return method.fit_shard(*shard, progress=progress)
+        if merge:
+            return method.merge_shards(merge, progress=progress)
+        return method.fit(progress)
+    finally:
+        bar.close()
+
+
+def _parse_shard(text: str) -> tuple[int, int]:
+    i, sep, n = text.partition("/")
+    if not sep or not i.strip().isdigit() or not n.strip().isdigit():
+        raise AttrexError(f"--shard takes i/n (e.g. 0/4); got {text!r}")
+    return int(i), int(n)
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    t0 = time.perf_counter()
+    if (args.shard or args.merge) and not args.method:
+        raise AttrexError("--shard and --merge need --method: the method whose precompute is split")
+    scenario, trained = _load(args)
+    spec = scenario.spec
     result = {
         "scenario": spec.name,
         "dataset": spec.dataset,
@@ -78,10 +134,22 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         "n_test": len(scenario.y_test),
         "ground_truth": scenario.truth.summary(),
         "model": trained.summary(),
-        "seconds": round(time.perf_counter() - t0, 2),
     }
+    if args.method:
+        method = _make_method(args, scenario, trained)
+        shard = _parse_shard(args.shard) if args.shard else None
+        out = _fit_method(method, args.quiet, shard=shard, merge=args.merge)
+        record = {"name": method.name, "params": method.hparams}
+        if shard:
+            start, stop = method.shard_rows(*shard, len(scenario.y_train))
+            record.update(shard=f"{shard[0]}/{shard[1]}", rows=[start, stop], cache=out.status,
+                          missing_shards=method.missing_shards(shard[1]))
+        else:
+            record.update(fit_seconds=method.fit_seconds, cache=method.fit_status, info=method.info)
+        result["method"] = record
+    result["seconds"] = round(time.perf_counter() - t0, 2)
     if args.json:
-        print(json.dumps(result, indent=1))
+        print(json.dumps(result, indent=1, default=str))
         return 0
     m = trained.summary()
     print(f"scenario      {spec.name}: {spec.description}")
@@ -94,7 +162,102 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     if m["attack_success"] is not None:
         print(f"attack success {m['attack_success']:.4f} (triggered test inputs classified as the target)")
     origin = "from cache" if m["cache"] == "hit" else f"trained in {m['train_seconds']} s"
-    print(f"{origin}; done in {result['seconds']} s")
+    print(f"{origin}")
+    if "method" in result:
+        r = result["method"]
+        if "shard" in r:
+            left = r["missing_shards"]
+            print(f"method        {r['name']}: shard {r['shard']} (rows {r['rows'][0]}:{r['rows'][1]}) {r['cache']}; "
+                  + (f"shards still missing: {left}" if left else f"all shards done: run with --merge {shard[1]}"))
+        else:
+            origin = "from cache" if r["cache"] == "hit" else "precomputed"
+            print(f"method        {r['name']} {origin} (fit {r['fit_seconds']:.1f} s)")
+    print(f"done in {result['seconds']} s")
+    return 0
+
+
+def cmd_methods(args: argparse.Namespace) -> int:
+    from core.methods import REGISTRY
+
+    records = [cls.describe() for cls in REGISTRY.values()]
+    if args.json:
+        print(json.dumps({"methods": records}, indent=1))
+        return 0
+    for r in records:
+        print(f"{r['name']}: {r['title']}. {r['description']}")
+        if r["reference"]:
+            print(f"  ({r['reference']})")
+        for p in r["params"]:
+            rng = "" if p["type"] == "text" else f" in {p['range']}"
+            print(f"  --param {p['name']}={p['default']}  ({p['type']}{rng}) {p['help']}")
+    return 0
+
+
+def explain_record(scenario, trained, method, split: str, index: int, k: int, target: int | None) -> dict:
+    """Proponents and opponents of one test sample as a JSON-friendly dict (the CLI prints it)."""
+    from core.models import predict_proba
+
+    x_all, y_all = scenario.test_split(split)
+    if not 0 <= index < len(y_all):
+        raise AttrexError(f"--test must lie in [0, {len(y_all) - 1}] for the {split} split; got {index}")
+    x = x_all[index: index + 1]
+    probs = predict_proba(trained.model, x)[0]
+    top = method.top_k(x, target, k=k)
+    names = scenario.class_names
+    truth = scenario.truth
+
+    def rows(ids, scores):
+        flags = truth.train_flags(ids.tolist())
+        out = []
+        for rank, (i, s, f) in enumerate(zip(ids.tolist(), scores.tolist(), flags, strict=True), 1):
+            label = int(scenario.y_train[i])
+            rec = {"rank": rank, "train_id": i, "score": s, "label": label, "label_name": names[label], "flags": f}
+            if "flipped" in f:
+                rec["original_label"] = int(truth.original_labels[i])
+            out.append(rec)
+        return out
+
+    explained = int(top.targets[0])
+    return {
+        "scenario": scenario.spec.name,
+        "method": {"name": method.name, "params": method.hparams, "fit_seconds": method.fit_seconds,
+                   "cache": method.fit_status, "info": method.info},
+        "test": {"split": split, "index": index, "label": int(y_all[index]), "label_name": names[int(y_all[index])],
+                 "predicted": int(probs.argmax()), "confidence": float(probs.max()),
+                 "explained_class": explained, "explained_name": names[explained]},
+        "proponents": rows(top.proponents[0], top.proponent_scores[0]),
+        "opponents": rows(top.opponents[0], top.opponent_scores[0]),
+    }
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    scenario, trained = _load(args)
+    if args.split not in scenario.test_splits():
+        raise AttrexError(f"--split must be one of {', '.join(scenario.test_splits())} for {scenario.spec.name}; "
+                          f"got {args.split!r}")
+    method = _make_method(args, scenario, trained)
+    if args.target is not None and not 0 <= args.target < scenario.n_classes:
+        raise AttrexError(f"--target must lie in [0, {scenario.n_classes - 1}]; got {args.target}")
+    if args.k < 1:
+        raise AttrexError(f"--k must be a positive integer; got {args.k}")
+    _fit_method(method, args.quiet)
+    rec = explain_record(scenario, trained, method, args.split, args.test, args.k, args.target)
+    if args.json:
+        print(json.dumps(rec, indent=1, default=str))
+        return 0
+    t, m = rec["test"], rec["method"]
+    origin = "from cache" if m["cache"] == "hit" else f"precomputed in {m['fit_seconds']:.1f} s"
+    print(f"{rec['scenario']} · method {m['name']} ({origin})")
+    print(f"test #{t['index']} ({t['split']} split): label {t['label']} ({t['label_name']}), predicted "
+          f"{t['predicted']} ({t['confidence']:.2f}); explaining class {t['explained_class']} ({t['explained_name']})")
+    for title in ("proponents", "opponents"):
+        print(f"\n{title} (score {'> 0: support' if title == 'proponents' else '< 0: work against'} the explained class)")
+        print(f"  {'rank':>4}  {'train id':>8}  {'score':>11}  label")
+        for r in rec[title]:
+            flags = ", ".join(f if f != "flipped" else f"flipped from {r['original_label']}" for f in r["flags"])
+            name = "" if r["label_name"] == str(r["label"]) else f" ({r['label_name']})"
+            print(f"  {r['rank']:>4}  {r['train_id']:>8}  {r['score']:>11.4g}  {r['label']}{name}"
+                  + (f"  [{flags}]" if flags else ""))
     return 0
 
 
@@ -107,19 +270,44 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON document on stdout (includes the ground truth)")
     p.set_defaults(func=cmd_scenarios)
 
-    p = sub.add_parser("prepare", help="build a scenario and train its model (cached: a second call returns at once)")
-    p.add_argument("--scenario", required=True, help=f"one of: {', '.join(PRESETS)}")
-    p.add_argument("--arch", choices=list(ARCHITECTURES), help="architecture (default: the data set's)")
-    p.add_argument("--epochs", type=int, help="training epochs (default: the data set's)")
-    p.add_argument("--seed", type=int, help="seed of the scenario and the training (default 0)")
-    p.add_argument("--data-dir", help="folder with the full data set (default: the embedded subset)")
+    def model_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--scenario", required=True, help=f"one of: {', '.join(PRESETS)}")
+        p.add_argument("--arch", choices=list(ARCHITECTURES), help="architecture (default: the data set's)")
+        p.add_argument("--epochs", type=int, help="training epochs (default: the data set's)")
+        p.add_argument("--seed", type=int, help="seed of the scenario and the training (default 0)")
+        p.add_argument("--data-dir", help="folder with the full data set (default: the embedded subset)")
+        p.add_argument("--n-train", type=int, help="class-balanced subset of the training split")
+        p.add_argument("--n-test", type=int, help="class-balanced subset of the test split")
+        p.add_argument("--cache-dir", help="cache folder (default: $ATTREX_CACHE or ~/.cache/attrex)")
+        p.add_argument("--quiet", action="store_true", help="no progress bar")
+        p.add_argument("--json", action="store_true", help="one JSON document on stdout")
+
+    def method_args(p: argparse.ArgumentParser, required: bool) -> None:
+        p.add_argument("--method", required=required, help="a method name (`attrex methods` lists them)")
+        p.add_argument("--param", "-p", action="append", metavar="NAME=VALUE",
+                       help="a method parameter (repeatable); `attrex methods` lists names, defaults and ranges")
+
+    p = sub.add_parser("prepare", help="build a scenario, train its model and optionally precompute a method (cached)")
+    model_args(p)
     p.add_argument("--download", action="store_true", help="first fetch the data set into --data-dir (needs internet)")
-    p.add_argument("--n-train", type=int, help="class-balanced subset of the training split")
-    p.add_argument("--n-test", type=int, help="class-balanced subset of the test split")
-    p.add_argument("--cache-dir", help="cache folder (default: $ATTREX_CACHE or ~/.cache/attrex)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    method_args(p, required=False)
+    p.add_argument("--shard", metavar="I/N", help="precompute only shard I of N of the training set (one per process "
+                   "or machine, sharing the cache folder), then merge with --merge N")
+    p.add_argument("--merge", type=int, metavar="N", help="merge the N cached shards into the full precompute")
     p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser("methods", help="list the attribution methods with their parameters, defaults and ranges")
+    p.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    p.set_defaults(func=cmd_methods)
+
+    p = sub.add_parser("explain", help="the proponents and opponents of one test sample, with ground-truth flags")
+    model_args(p)
+    method_args(p, required=True)
+    p.add_argument("--test", type=int, required=True, help="index of the test sample within --split")
+    p.add_argument("--split", default="clean", help="test split: clean (default), triggered, marked")
+    p.add_argument("--target", type=int, help="class to explain (default: the predicted class)")
+    p.add_argument("--k", type=int, default=8, help="proponents and opponents to list (default 8)")
+    p.set_defaults(func=cmd_explain)
     return parser
 
 

@@ -13,11 +13,12 @@ from core.data import Scenario
 from core.data.text import tokenize
 from core.errors import AttrexError
 from core.models import TrainedModel
-from explorer import state
+from explorer import attribution, state
 from explorer.render import GROUND_TRUTH_COLOURS, badge, to_image, token_strip
 from explorer.sidebar import model_status, pick_scenario
 
 PAGE_SIZE = 40
+GRID_HEIGHT = 430  # pixels: about two and a half rows of the grid
 COLUMNS = 8
 SPLIT_LABELS = {"clean": "Clean", "triggered": "Triggered", "marked": "Marked"}
 
@@ -31,16 +32,21 @@ def render() -> None:
         st.stop()
     _header(sc)
     trained = state.model_or_job(selection)
-    if isinstance(trained, state.TrainingJob):
+    if isinstance(trained, state.Job):
         if trained.error:
             st.error(f"Training failed: {trained.error}")
-            st.button("Try again", on_click=state.forget_job, args=(selection,))
+            st.button("Try again", on_click=state.forget_job, args=(trained.key,))
         else:
-            _training_progress(trained)
+            sel = selection
+            job_progress(trained, f"Training `{sel.config.arch}` on **{sel.scenario}** ({sel.config.epochs} epochs). "
+                         "The model is cached on disk: next time it loads at once. Meanwhile you can pick another "
+                         "scenario; this training goes on.")
         st.stop()
     model_status(trained)
     _training_curve(trained)
-    _gallery(sc, trained, selection)
+    picked = _gallery(sc, trained, selection)
+    if picked is not None:
+        attribution.render(sc, trained, selection, *picked)
 
 
 def _header(sc: Scenario) -> None:
@@ -62,11 +68,9 @@ def _header(sc: Scenario) -> None:
     st.caption(f"{spec.description}. Data: {sc.source}.")
 
 
-def _training_progress(job: state.TrainingJob) -> None:
-    sel = job.selection
-    st.info(f"Training `{sel.config.arch}` on **{sel.scenario}** ({sel.config.epochs} epochs). The model is "
-            "cached on disk: next time it loads at once. Meanwhile you can pick another scenario; "
-            "this training goes on.")
+def job_progress(job: state.Job, explanation: str) -> None:
+    """A background job's progress, polled once a second; the page reruns when it is done."""
+    st.info(explanation)
 
     @st.fragment(run_every=1.0)
     def poll() -> None:
@@ -91,7 +95,11 @@ def _training_curve(trained: TrainedModel) -> None:
         st.plotly_chart(fig, width="stretch")
 
 
-def _gallery(sc: Scenario, trained: TrainedModel, selection: state.Selection) -> None:
+def _gallery(sc: Scenario, trained: TrainedModel, selection: state.Selection) -> tuple | None:
+    """Filters, the sample grid (or table) and the chosen sample's detail.
+
+    Returns ``(split, row, test_id, true_label, predicted)`` of the chosen sample, or ``None``.
+    """
     splits = sc.test_splits()
     left, right = st.columns([3, 1.15], gap="large")
     with left:
@@ -132,11 +140,13 @@ def _gallery(sc: Scenario, trained: TrainedModel, selection: state.Selection) ->
         if not len(rows):
             st.caption(summary)
             st.info("No test sample matches these filters.")
-            return
+            return None
         view = f"{split}|{sorted(classes)}|{show}|{order}"  # a table's row selection belongs to one view
         chosen = _pick(sc, split, rows, pred, conf, y_true, ids_in_test, summary, view)
+    chosen = int(chosen)
     with right:
-        _detail(sc, split, int(chosen), probs[chosen], int(y_true[chosen]), int(ids_in_test[chosen]))
+        _detail(sc, split, chosen, probs[chosen], int(y_true[chosen]), int(ids_in_test[chosen]))
+    return split, chosen, int(ids_in_test[chosen]), int(y_true[chosen]), int(pred[chosen])
 
 
 def _pick(sc: Scenario, split: str, rows: np.ndarray, pred: np.ndarray, conf: np.ndarray, y_true: np.ndarray,
@@ -178,8 +188,9 @@ def _pick(sc: Scenario, split: str, rows: np.ndarray, pred: np.ndarray, conf: np
     shown = rows[(page - 1) * PAGE_SIZE: page * PAGE_SIZE]
     scale = 4 if sc.input_shape[-1] <= 28 else 3
     x, _ = sc.test_split(split)
+    grid = st.container(height=GRID_HEIGHT, border=False)  # scrolls inside, so the attributions stay in view
     for start in range(0, len(shown), COLUMNS):
-        cols = st.columns(COLUMNS, gap="small")
+        cols = grid.columns(COLUMNS, gap="small")
         for col, r in zip(cols, shown[start: start + COLUMNS], strict=False):
             r = int(r)
             with col:

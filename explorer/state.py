@@ -1,23 +1,27 @@
-"""What the app keeps between reruns: built scenarios, training jobs, predictions.
+"""What the app keeps between reruns: built scenarios, models, fitted methods, predictions.
 
 Everything here wraps a ``core`` call in a Streamlit cache, so a rerun costs nothing. A
-model already in the disk cache is loaded at once; one that is not is trained in a
-background thread owned by a process-wide job registry, so a rerun (any click) never
-interrupts it, every session asking for the same model shares one job, and trainings run
-one after another.
+model or a method precompute already in the disk cache is loaded at once; one that is not
+is computed in a background thread owned by a process-wide job registry, so a rerun (any
+click) never interrupts it, every session asking for the same thing shares one job, and
+computations run one after another.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import streamlit as st
 
+from core.cache import Cache
 from core.data import Scenario, build, get_spec
 from core.errors import AttrexError
+from core.methods import Attributor, TrainingData, create
 from core.models import TrainConfig, TrainedModel, is_cached, predict_proba, train
 
 
@@ -42,13 +46,19 @@ def load_model(selection: Selection) -> TrainedModel:
 
 
 @dataclass
-class TrainingJob:
-    """A model being trained in the background. One trains at a time; the others wait their turn."""
+class Job:
+    """Long work (a training, a method's precompute) running in a background thread.
 
-    selection: Selection
+    One job computes at a time (two at once would only split the same cores); the others
+    wait their turn. ``label`` says what it is, ``result`` or ``error`` how it ended.
+    """
+
+    key: Hashable
+    label: str
+    work: Callable[[Callable[[float, str], None]], Any]
     fraction: float = 0.0
-    message: str = "waiting for another training to finish"
-    result: TrainedModel | None = None
+    message: str = "waiting for another computation to finish"
+    result: Any = None
     error: str | None = None
     started: float = field(default_factory=time.time)
 
@@ -61,10 +71,9 @@ class TrainingJob:
 
     def _run(self) -> None:
         try:
-            with _train_lock:
+            with _compute_lock:
                 self.started, self.message = time.time(), "starting"
-                sc = scenario(self.selection.scenario, self.selection.seed)
-                self.result = train(sc, self.selection.config, progress=self._progress)
+                self.result = self.work(self._progress)
         except AttrexError as exc:
             self.error = str(exc)
         except Exception as exc:  # shown to the user, never a silent failure
@@ -72,38 +81,89 @@ class TrainingJob:
 
 
 @st.cache_resource(show_spinner=False)
-def _jobs() -> dict[Selection, TrainingJob]:
+def _jobs() -> dict[Hashable, Job]:
     return {}
 
 
 _jobs_lock = threading.Lock()  # guards the registry
-_train_lock = threading.Lock()  # one training at a time: two at once would only split the same cores
+_compute_lock = threading.Lock()  # one computation at a time
 
 
-def model_or_job(selection: Selection) -> TrainedModel | TrainingJob:
-    """The trained model if it is cached; otherwise its background training job (started if needed).
+def run_or_job(key: Hashable, label: str, ready: Callable[[], bool], load: Callable[[], Any],
+               work: Callable[[Callable[[float, str], None]], Any]) -> Any:
+    """``load()`` when ``ready()`` (the result is in the disk cache); otherwise the background :class:`Job`.
 
-    A finished job hands over its model once and is dropped; a failed job stays, with its
-    error, until :func:`forget_job` (the page's "Try again").
+    Every session asking for the same ``key`` shares one job. A finished job hands over its
+    result once and is dropped (later reruns load it from the disk cache); a failed job
+    stays, with its error, until :func:`forget_job` (the page's "Try again").
     """
     with _jobs_lock:
         jobs = _jobs()
-        job = jobs.get(selection)
+        job = jobs.get(key)
         if job is not None:
             if not job.done or job.error:
                 return job
-            del jobs[selection]
-            return job.result  # just trained; later reruns load it from the disk cache
-        if not is_cached(scenario(selection.scenario, selection.seed), selection.config):
-            job = jobs[selection] = TrainingJob(selection)
-            threading.Thread(target=job._run, name=f"attrex-train-{selection.scenario}", daemon=True).start()
+            del jobs[key]
+            return job.result
+        if not ready():
+            job = jobs[key] = Job(key, label, work)
+            threading.Thread(target=job._run, name=f"attrex-{label}", daemon=True).start()
             return job
-    return load_model(selection)
+    return load()
 
 
-def forget_job(selection: Selection) -> None:
+def model_or_job(selection: Selection) -> TrainedModel | Job:
+    """The trained model if it is cached; otherwise its background training :class:`Job`."""
+    sc = scenario(selection.scenario, selection.seed)
+    return run_or_job(
+        ("train", selection), f"training {selection.config.arch} on {selection.scenario}",
+        ready=lambda: is_cached(sc, selection.config), load=lambda: load_model(selection),
+        work=lambda progress: train(sc, selection.config, progress=progress))
+
+
+def forget_job(key: Hashable) -> None:
     with _jobs_lock:
-        _jobs().pop(selection, None)
+        _jobs().pop(key, None)
+
+
+def method_key(name: str, params: dict) -> tuple:
+    return name, tuple(sorted(params.items()))
+
+
+@st.cache_resource(show_spinner="Loading the precomputed attributions…", max_entries=12)
+def load_method(selection: Selection, name: str, params: tuple, _trained: TrainedModel) -> Attributor:
+    """A fitted method whose precompute is in the disk cache (``_trained`` is determined by ``selection``)."""
+    sc = scenario(selection.scenario, selection.seed)
+    return create(name, _trained, TrainingData.of(sc), **dict(params)).fit()
+
+
+def check_method(selection: Selection, trained: TrainedModel, name: str, params: dict) -> None:
+    """Raise :class:`AttrexError` if the method cannot be built with ``params`` for this model (nothing is fitted)."""
+    create(name, trained, TrainingData.of(scenario(selection.scenario, selection.seed)), **params)
+
+
+def method_or_job(selection: Selection, trained: TrainedModel, name: str, params: dict) -> Attributor | Job:
+    """The fitted method (from the disk cache) or the background :class:`Job` precomputing it."""
+    sc = scenario(selection.scenario, selection.seed)
+    method = create(name, trained, TrainingData.of(sc), **params)  # checks the parameters at once
+    key = method_key(name, params)
+    return run_or_job(
+        ("fit", selection, key), f"precomputing {method.title}",
+        ready=lambda: Cache().contains("method", method.cache_key()),
+        load=lambda: load_method(selection, *key, trained),
+        work=lambda progress: method.fit(progress))
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def top_k(selection: Selection, key: tuple, split: str, row: int, target: int | None, k: int,
+          _method: Attributor) -> dict[str, np.ndarray]:
+    """Proponents and opponents of one test sample (``_method`` is determined by ``selection`` and ``key``)."""
+    x, _ = scenario(selection.scenario, selection.seed).test_split(split)
+    t0 = time.perf_counter()
+    top = _method.top_k(x[row: row + 1], target, k=k)
+    return {"proponents": top.proponents[0].numpy(), "proponent_scores": top.proponent_scores[0].numpy(),
+            "opponents": top.opponents[0].numpy(), "opponent_scores": top.opponent_scores[0].numpy(),
+            "target": int(top.targets[0]), "seconds": time.perf_counter() - t0}
 
 
 @st.cache_data(show_spinner=False, max_entries=32)

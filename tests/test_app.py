@@ -138,4 +138,53 @@ def test_a_failed_training_stays_on_screen_until_the_user_retries(monkeypatch, i
     assert len(calls) == 2 and at.error
     from core.models import default_config
 
-    state.forget_job(state.Selection("mnist-superclass", 0, default_config("mnist")))  # leave no failed job behind
+    state.forget_job(("train", state.Selection("mnist-superclass", 0, default_config("mnist"))))  # leave no failed job behind
+
+
+def _wait_for_jobs(at: AppTest, timeout: float = 240) -> None:
+    """Rerun until no background job (training, precompute) is left on the page."""
+    import time
+
+    from explorer import state
+
+    deadline = time.time() + timeout
+    while any(not j.done for j in state._jobs().values()):
+        assert time.time() < deadline, "a background job did not finish in time"
+        time.sleep(0.5)
+    at.run()
+    assert not at.exception, at.exception
+
+
+def test_attribution_panel_shows_proponents_and_opponents_with_ground_truth(mnist_trained):
+    """On the default scenario: the default method is precomputed in the background, then its cards appear."""
+    from core.data import build
+    from core.methods import TrainingData, create
+
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()
+    assert at.multiselect(key="methods").value == ["tracin-rp"]
+    _wait_for_jobs(at)
+    texts = _texts(at)
+    assert "Proponents: support 0" in texts and "Opponents: work against 0" in texts
+    method = create("tracin-rp", mnist_trained, TrainingData.of(build("mnist"))).fit()
+    top = method.top_k(build("mnist").x_test[:1], k=8)
+    first = int(top.proponents[0, 0])
+    assert f"**#{first}** · {int(build('mnist').y_train[first])}" in texts  # the card of the top proponent
+
+    at.button(key="pick-mnist-clean-2").click().run()  # test #2 is misclassified (3 predicted as 5)
+    assert at.segmented_control(key="explain").value == "prediction"
+    at.segmented_control(key="explain").set_value("true label").run()
+    assert not at.exception
+    assert "Proponents: support 3" in _texts(at)
+
+
+def test_bad_method_parameters_are_refused_and_change_nothing(mnist_trained):
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()
+    _wait_for_jobs(at)
+    at.text_input(key="params-tracin-rp-subset").input("no-such-layer")
+    at.button(key="FormSubmitter:form-tracin-rp-Apply").click().run()
+    assert not at.exception
+    assert at.session_state["params-tracin-rp"]["subset"] == "all"
+    errors = " ".join(e.value for e in at.error)
+    assert "selects no parameter" in errors or "Not applied" in errors

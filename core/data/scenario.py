@@ -124,6 +124,13 @@ class GroundTruth:
             out["superclass_of"] = self.superclass_of.tolist()
         return out
 
+    def train_flags(self, ids) -> list[list[str]]:
+        """What was planted on each training point in ``ids``: ``flipped``, ``poisoned``, ``marked`` (or nothing)."""
+        sets = {name: set(t.tolist()) for name, t in
+                (("flipped", self.flipped_ids), ("poisoned", self.poisoned_ids), ("marked", self.marked_ids))
+                if t is not None}
+        return [[name for name, members in sets.items() if int(i) in members] for i in ids]
+
 
 @dataclass
 class Scenario:

@@ -126,6 +126,18 @@ class TrainedModel:
     cache_status: str = "computed"
     cache_messages: list[str] = field(default_factory=list)
 
+    @classmethod
+    def wrap(cls, model: AttrexModel, key: str, config: TrainConfig | None = None,
+             checkpoints: list[tuple[dict[str, torch.Tensor], float]] | None = None) -> TrainedModel:
+        """A model trained elsewhere (a test's tiny convex problem, say) as a :class:`TrainedModel`.
+
+        ``checkpoints``: ``(state_dict, lr)`` pairs; by default one checkpoint, the model's
+        current weights with ``lr = 1``. ``key`` must identify the weights (it keys caches).
+        """
+        states = checkpoints or [({k: v.detach().clone() for k, v in model.state_dict().items()}, 1.0)]
+        ckpts = [Checkpoint(i, i + 1, i + 1, float(lr), state) for i, (state, lr) in enumerate(states)]
+        return cls(model.eval(), config or TrainConfig(arch="logreg"), ckpts, [{"test_acc": float("nan")}], None, 0.0, key)
+
     def model_at(self, index: int) -> AttrexModel:
         """A copy of the model holding checkpoint ``index``'s weights (eval mode)."""
         m = copy.deepcopy(self.model)

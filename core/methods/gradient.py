@@ -1,0 +1,200 @@
+"""Gradient-similarity methods: TracIn (exact and projected), GradDot and GradCos.
+
+All three compare per-sample gradients of a training point and a test point:
+
+- **TracIn** (TracInCP, Pruthi et al. 2020): ``Σ_c η_c ∇θℓ(z_i; θ_c) · ∇θℓ(z'; θ_c)`` over
+  the saved checkpoints ``c`` with the learning rate ``η_c`` in force when each was taken;
+  ``ℓ`` is the cross-entropy with the training label for ``z_i`` and with the explained
+  class for ``z'``. Positive: a gradient step on ``z_i`` lowered the test loss (proponent).
+- **GradDot / GradCos** (Charpiat et al. 2019; "SIM" in the DualView paper):
+  ``∇θ f_c(x_i) · ∇θ f_c(x')`` for the explained logit ``c`` at the final model; GradCos
+  divides by both gradient norms.
+
+``projection="none"`` is exact: per-sample gradients are cached in factored form (linear
+layers as the two factors of their outer product, see :mod:`core.engine.grads`), so a query
+is a few matrix products and no training gradient is recomputed. ``sparse`` or
+``gaussian`` projects every gradient to ``dim`` numbers (:mod:`core.engine.projection`),
+an unbiased estimate of the dot product that makes the cache small and the query one
+matrix product ``[n_train, C·dim] @ [C·dim]``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from core.engine.grads import GradBlocks, gradient_blocks, select_params
+from core.engine.projection import BlockProjector
+from core.errors import AttrexError
+from core.methods.base import Attributor, Param, register
+
+SUBSET = Param("subset", "text", "all", "parameters whose gradients are compared: all, last (the head) "
+               "or comma-separated parameter-name prefixes (e.g. extractor.6,head)")
+PROJECTION = Param("projection", "choice", "none", "none = exact; sparse (count sketch, O(D) per gradient) or "
+                   "gaussian (N(0, 1/P) entries) random projection", choices=("none", "sparse", "gaussian"))
+DIM = Param("dim", "int", 2048, "projected dimension P per checkpoint (with a projection)", low=16, high=65536, log=True)
+SEED = Param("seed", "int", 0, "seed of the random projection", low=0, high=2**31 - 1)
+MAX_GB = Param("max_gb", "float", 2.0, "largest cache of exact gradients allowed, in GB (use a projection beyond)",
+               low=0.01, high=64.0, log=True)
+CHUNK = 256
+
+
+class GradientSimilarity(Attributor):
+    """Shared machinery; subclasses choose the output (loss or logit), the models and the normalisation."""
+
+    output_kind = "ce"           # what is differentiated: "ce" (the loss) or "logit" (f_c)
+    over_checkpoints = True      # TracIn sums over checkpoints; GradDot/GradCos use the final model per class
+    normalise = False            # GradCos
+    params = (SUBSET, PROJECTION, DIM, SEED, MAX_GB)
+    version = "2"  # bump whenever the cached representation changes
+
+    def __init__(self, trained, data, cache=None, **params):
+        super().__init__(trained, data, cache=cache, **params)
+        self.names = select_params(self.model, self.hparams["subset"])
+        if self.over_checkpoints:
+            self._models = [trained.model_at(c.index) for c in trained.checkpoints]
+            self._weights = [math.sqrt(c.lr) for c in trained.checkpoints]
+        else:
+            self._models, self._weights = [self.model], [1.0]
+        self._projector: BlockProjector | None = None
+        p = self.hparams
+        if p["projection"] != "none":
+            probe = gradient_blocks(self.model, self.names, data.x[:1], data.y[:1], self.output_kind)
+            self._projector = BlockProjector(probe.dense.shape[1], [(a.shape[1], d.shape[1]) for a, d in probe.factors],
+                                             p["dim"], p["seed"], p["projection"])
+
+    # ----- representations --------------------------------------------------------------------
+    def _slots(self) -> list[tuple[int, int | None]]:
+        """``(model index, class)`` pairs: one per checkpoint for TracIn, one per class otherwise."""
+        if self.over_checkpoints:
+            return [(c, None) for c in range(len(self._models))]
+        return [(0, c) for c in range(self.data.n_classes)]
+
+    def _represent(self, m: int, x: torch.Tensor, target: torch.Tensor) -> GradBlocks | torch.Tensor:
+        """Gradient representation of ``x`` at model ``m``: factored blocks, or projected ``[N, P]``."""
+        blocks = gradient_blocks(self._models[m], self.names, x, target, self.output_kind, CHUNK)
+        blocks = blocks.scale(self._weights[m])
+        if self._projector is None:
+            return blocks
+        return self._projector(blocks, CHUNK)
+
+    def _check_budget(self) -> None:
+        if self._projector is not None:
+            return
+        probe = gradient_blocks(self.model, self.names, self.data.x[:1], self.data.y[:1], self.output_kind)
+        gb = probe.width * len(self.data) * len(self._slots()) * 4 / 1e9
+        if gb > self.hparams["max_gb"]:
+            raise AttrexError(
+                f"exact {self.name} over these parameters would cache {gb:.1f} GB (max_gb={self.hparams['max_gb']}); "
+                "use projection='sparse' or a smaller parameter subset")
+
+    shardable = True
+
+    def _compute_rows(self, start, stop, progress):
+        self._check_budget()
+        tensors, slots = {}, self._slots()
+        x, y = self.data.x[start:stop], self.data.y[start:stop]
+        n, step = len(x), 2048
+        for j, (m, c) in enumerate(slots):
+            parts = []
+            for lo in range(0, n, step):
+                xb = x[lo: lo + step]
+                tb = y[lo: lo + step] if c is None else torch.full((len(xb),), c)
+                parts.append(self._represent(m, xb, tb))
+                if progress:
+                    progress((j + min(lo + step, n) / n) / len(slots),
+                             f"training gradients, {'checkpoint' if c is None else 'class'} {j + 1}/{len(slots)}")
+            if self._projector is None:
+                tensors.update(GradBlocks.cat(parts).to_tensors(f"train/slot{j}"))
+            else:
+                tensors[f"train/slot{j}/proj"] = torch.cat(parts).contiguous()
+        return tensors
+
+    def _finish(self, tensors, progress):
+        return tensors, {"slots": len(self._slots()), "params": self.names}
+
+    def _restore(self, tensors, meta):
+        self._train = []
+        for j in range(meta["slots"]):
+            if self._projector is None:
+                self._train.append(GradBlocks.from_tensors(tensors, f"train/slot{j}"))
+            else:
+                self._train.append(tensors[f"train/slot{j}/proj"])
+        self._train_norms = [self._sq_norms(r).sqrt() for r in self._train] if self.normalise else None
+
+    def _validate(self, tensors, meta):
+        super()._validate(tensors, meta)
+        if meta.get("slots") != len(self._slots()) or meta.get("params") != self.names:
+            raise ValueError("cached gradients were computed for other checkpoints, classes or parameters")
+
+    @staticmethod
+    def _dot(a: GradBlocks | torch.Tensor, b: GradBlocks | torch.Tensor) -> torch.Tensor:
+        return a.dot(b) if isinstance(a, GradBlocks) else a @ b.T
+
+    @staticmethod
+    def _sq_norms(r: GradBlocks | torch.Tensor) -> torch.Tensor:
+        return r.sq_norms() if isinstance(r, GradBlocks) else r.pow(2).sum(1)
+
+    # ----- queries ----------------------------------------------------------------------------
+    def _scores(self, x, target):
+        out = torch.zeros(len(x), len(self.data))
+        if self.over_checkpoints:
+            for j, (m, _) in enumerate(self._slots()):
+                out += self._dot(self._train[j], self._represent(m, x, target)).T
+            return out
+        for c in target.unique().tolist():
+            rows = (target == c).nonzero().squeeze(1)
+            test = self._represent(0, x[rows], target[rows])
+            s = self._dot(self._train[c], test).T
+            if self.normalise:
+                s = s / (self._sq_norms(test).sqrt()[:, None] * self._train_norms[c][None, :]).clamp_min(1e-12)
+            out[rows] = s
+        return out
+
+    def _self_scores(self):
+        if self.over_checkpoints:
+            return sum(self._sq_norms(r) for r in self._train)
+        y = self.data.y
+        own = torch.stack([self._sq_norms(r) for r in self._train], 1).gather(1, y[:, None]).squeeze(1)
+        return torch.ones_like(own) if self.normalise else own
+
+
+@register
+class TracIn(GradientSimilarity):
+    name = "tracin"
+    title = "TracIn"
+    description = ("Sum over the saved checkpoints of the learning rate times the dot product of training and test "
+                   "loss gradients (TracInCP), exact over the chosen parameters.")
+    reference = "Pruthi et al., Estimating training data influence by tracing gradient descent, NeurIPS 2020"
+    needs_checkpoints = True
+
+
+@register
+class TracInRP(TracIn):
+    name = "tracin-rp"
+    title = "TracIn (projected)"
+    description = ("TracIn with every gradient randomly projected to `dim` numbers: an unbiased estimate of the "
+                   "dot products, a small cache and one matrix product per query.")
+    params = (SUBSET, Param("projection", "choice", "sparse", "sparse (count sketch, O(D) per gradient) or gaussian "
+                            "(N(0, 1/P) entries) random projection", choices=("sparse", "gaussian")),
+              DIM, SEED)
+
+
+@register
+class GradDot(GradientSimilarity):
+    name = "graddot"
+    title = "GradDot"
+    description = "Dot product of the gradients of the explained logit at the final model, training vs test input."
+    reference = "Charpiat et al., Input similarity from the neural network perspective, NeurIPS 2019"
+    output_kind, over_checkpoints = "logit", False
+    params = (SUBSET, Param("projection", "choice", "sparse", PROJECTION.help, choices=PROJECTION.choices),
+              Param("dim", "int", 1024, DIM.help, low=16, high=65536, log=True), SEED, MAX_GB)
+
+
+@register
+class GradCos(GradDot):
+    name = "gradcos"
+    title = "GradCos"
+    description = "Cosine of the angle between the gradients of the explained logit, training vs test input."
+    normalise = True

@@ -1,0 +1,177 @@
+"""The attribution panel of the Explore page: method picker, proponents and opponents of the chosen sample.
+
+Parameters come from the method registry (one widget per schema entry, its range and
+default); a method's precompute runs in the background with progress and lands in the
+disk cache; a query is answered from the fitted method and cached per sample.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+
+from core.data import Scenario
+from core.errors import AttrexError
+from core.methods import REGISTRY, Param
+from core.models import TrainedModel
+from explorer import state
+from explorer.render import GROUND_TRUTH_COLOURS, badge, to_image
+
+DEFAULT_METHODS = ["tracin-rp"]
+MAX_METHODS = 3
+FLAG_TEXT = {"flipped": "flipped label", "poisoned": "poisoned", "marked": "marked"}
+
+
+def render(sc: Scenario, trained: TrainedModel, selection: state.Selection, split: str, row: int,
+           test_id: int, y_true: int, predicted: int) -> None:
+    """Method picker and, per chosen method, the proponents and opponents of test sample ``row`` of ``split``."""
+    names = sc.class_names
+    st.divider()
+    st.header("Which training data made this prediction?")
+    c1, c2, c3 = st.columns([3, 2, 1.3])
+    methods = c1.multiselect(
+        "Methods", list(REGISTRY), default=DEFAULT_METHODS, max_selections=MAX_METHODS, key="methods",
+        format_func=lambda m: REGISTRY[m].title, help="Up to three methods, one below the other.")
+    if predicted != y_true:
+        explain = c2.segmented_control(
+            "Explain", ["prediction", "true label"], default="prediction", required=True, key="explain",
+            format_func=lambda e: f"why {names[predicted]} (the prediction)" if e == "prediction"
+            else f"why not {names[y_true]} (the true label)",
+            help="Which class the scores are about: the model's prediction, or the sample's true label.")
+    else:
+        explain = "prediction"
+        c2.markdown(f"Explaining the prediction **{names[predicted]}** (also the true label).")
+    k = int(c3.number_input("Shown", min_value=1, max_value=16, value=8, step=1, key="top-k",
+                            help="Proponents and opponents shown per method"))
+    target = predicted if explain == "prediction" else y_true
+    if not methods:
+        st.info("Pick a method to see the training points that support and oppose this prediction.")
+        return
+    for name in methods:
+        _method_block(sc, trained, selection, name, split, row, test_id, target, k)
+
+
+def _parameters(name: str, check) -> dict:
+    """The method's parameters: the registry's defaults, changed in a form and applied only when ``check`` accepts them."""
+    cls = REGISTRY[name]
+    key = f"params-{name}"
+    current = st.session_state.setdefault(key, {p.name: p.default for p in cls.params})
+    if not cls.params:
+        return current
+    with st.expander(f"Parameters of {cls.title}"), st.form(f"form-{name}", border=False):
+        cols = st.columns(min(4, len(cls.params)))
+        chosen = {p.name: _widget(cols[i % len(cols)], p, current[p.name], f"{key}-{p.name}")
+                  for i, p in enumerate(cls.params)}
+        if st.form_submit_button("Apply"):
+            try:
+                check(chosen)
+            except AttrexError as exc:
+                st.error(f"Not applied: {exc}")
+            else:
+                st.session_state[key] = current = chosen
+        st.caption(cls.description + (f" ({cls.reference})" if cls.reference else ""))
+    return current
+
+
+def _widget(col, p: Param, value, key: str):
+    if p.kind == "choice":
+        return col.selectbox(p.name, p.choices, index=p.choices.index(value), key=key, help=p.help)
+    if p.kind == "bool":
+        return col.checkbox(p.name, value=value, key=key, help=p.help)
+    if p.kind == "text":
+        return col.text_input(p.name, value=value, key=key, help=p.help)
+    if p.kind == "int":
+        return int(col.number_input(p.name, value=int(value), step=1, key=key, help=f"{p.help} ({p.range_text()})",
+                                    min_value=None if p.low is None else int(p.low),
+                                    max_value=None if p.high is None else int(p.high)))
+    return col.number_input(p.name, value=float(value), format="%g", key=key, help=f"{p.help} ({p.range_text()})",
+                            min_value=p.low, max_value=p.high)
+
+
+def _method_block(sc: Scenario, trained: TrainedModel, selection: state.Selection, name: str, split: str,
+                  row: int, test_id: int, target: int, k: int) -> None:
+    cls = REGISTRY[name]
+    st.subheader(cls.title)
+    params = _parameters(name, lambda p: state.check_method(selection, trained, name, p))
+    try:
+        method = state.method_or_job(selection, trained, name, params)
+    except AttrexError as exc:
+        st.error(f"{cls.title} cannot run here: {exc}")
+        return
+    if isinstance(method, state.Job):
+        if method.error:
+            st.error(f"The precompute failed: {method.error}")
+            st.button("Try again", key=f"retry-{name}", on_click=state.forget_job, args=(method.key,))
+        else:
+            from explorer.explore import job_progress
+
+            job_progress(method, f"Precomputing **{cls.title}** for this model (once; it is cached on disk).")
+        return
+    try:
+        top = state.top_k(selection, state.method_key(name, params), split, row, target, k, method)
+    except AttrexError as exc:
+        st.error(str(exc))
+        return
+    names = sc.class_names
+    fit = f"precomputed in {method.fit_seconds:.1f} s" if method.fit_seconds is not None else "precomputed"
+    st.caption(f"{fit} · answered in {top['seconds'] * 1000:.0f} ms · scores for class **{names[top['target']]}** "
+               f"of test #{test_id}; positive = the training point supports it")
+    _truth_summary(sc, top)
+    for kind, title in (("proponents", f"Proponents: support {names[top['target']]}"),
+                        ("opponents", f"Opponents: work against {names[top['target']]}")):
+        st.markdown(f"**{title}**")
+        ids, scores = top[kind], top[f"{kind[:-1]}_scores"]
+        if sc.kind == "image":
+            _image_cards(sc, ids, scores, f"{name}-{kind}")
+        else:
+            _text_rows(sc, ids, scores)
+
+
+def _truth_summary(sc: Scenario, top: dict) -> None:
+    """How many of the proponents carry planted ground truth, against its share of the training set."""
+    t = sc.truth
+    n = len(sc.y_train)
+    parts = []
+    for flag, ids in (("poisoned", t.poisoned_ids), ("flipped", t.flipped_ids), ("marked", t.marked_ids)):
+        if ids is None:
+            continue
+        members = set(ids.tolist())
+        hits = sum(int(i) in members for i in top["proponents"])
+        parts.append(f"{hits} of {len(top['proponents'])} proponents are {FLAG_TEXT[flag]} "
+                     f"(base rate {len(members) / n:.1%})")
+    if parts:
+        st.markdown(" · ".join(parts))
+
+
+def _flags_markdown(sc: Scenario, i: int, flags: list[str]) -> str:
+    out = []
+    for f in flags:
+        text = FLAG_TEXT[f]
+        if f == "flipped":
+            text = f"flipped from {sc.class_names[int(sc.truth.original_labels[i])]}"
+        out.append(badge(text, GROUND_TRUTH_COLOURS[f]))
+    return " ".join(out)
+
+
+def _image_cards(sc: Scenario, ids: np.ndarray, scores: np.ndarray, key: str) -> None:
+    flags = sc.truth.train_flags(ids.tolist())
+    cols = st.columns(max(len(ids), 6), gap="small")
+    scale = 3 if sc.input_shape[-1] <= 28 else 2
+    for col, i, s, f in zip(cols, ids.tolist(), scores.tolist(), flags, strict=False):
+        with col:
+            st.image(to_image(sc.x_train[i], scale), width="stretch")
+            label = sc.class_names[int(sc.y_train[i])]
+            st.markdown(f"**#{i}** · {label}  \n`{s:+.3g}`" + (f"  \n{_flags_markdown(sc, i, f)}" if f else ""))
+
+
+def _text_rows(sc: Scenario, ids: np.ndarray, scores: np.ndarray) -> None:
+    flags = sc.truth.train_flags(ids.tolist())
+    table = {
+        "train #": ids.tolist(),
+        "score": [float(s) for s in scores],
+        "label": [sc.class_names[int(sc.y_train[i])] for i in ids],
+        "planted": [", ".join(FLAG_TEXT[x] for x in f) for f in flags],
+        "text": [sc.texts_train[i][:220] for i in ids],
+    }
+    st.dataframe(table, hide_index=True, column_config={"score": st.column_config.NumberColumn(format="%+.3g"),
+                                                          "text": st.column_config.TextColumn(width="large")})
