@@ -62,3 +62,73 @@ def test_bad_input_exits_2_with_a_message(args, message, capsys):
     assert main(args) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_explain_json_lists_proponents_with_ground_truth_flags(capsys, tmp_path):
+    """On a small backdoor scenario: proponents and opponents with scores, labels and the poisoned flag."""
+    from core.data import build, get_spec
+
+    args = ["--scenario", "mnist-backdoor", "--n-train", "400", "--n-test", "100", "--epochs", "2",
+            "--cache-dir", str(tmp_path), "--quiet"]
+    code = main(["explain", *args, "--method", "tracin-rp", "-p", "dim=256", "--split", "triggered", "--test", "3",
+                 "--k", "5", "--json"])
+    out = capsys.readouterr().out
+    assert code == 0
+    doc = json.loads(out)
+    assert doc["method"]["name"] == "tracin-rp" and doc["method"]["params"]["dim"] == 256
+    assert doc["test"]["split"] == "triggered"
+    pro, opp = doc["proponents"], doc["opponents"]
+    assert len(pro) == len(opp) == 5
+    assert [r["score"] for r in pro] == sorted((r["score"] for r in pro), reverse=True)
+    assert [r["score"] for r in opp] == sorted(r["score"] for r in opp)
+    sc = build(get_spec("mnist-backdoor", n_train=400, n_test=100))
+    poisoned = set(sc.truth.poisoned_ids.tolist())
+    for r in pro + opp:
+        assert ("poisoned" in r["flags"]) == (r["train_id"] in poisoned)
+        assert r["label"] == int(sc.y_train[r["train_id"]])
+
+
+def test_prepare_in_shards_then_merge_gives_the_single_run(capsys, tmp_path):
+    from core.cache import Cache
+
+    model = ["--scenario", "mnist", "--n-train", "300", "--n-test", "50", "--epochs", "1", "--cache-dir", str(tmp_path),
+             "--quiet", "--method", "tracin-rp", "-p", "dim=128", "--json"]
+    args = ["prepare", *model]
+    for i in range(3):
+        assert main([*args, "--shard", f"{i}/3"]) == 0
+        doc = json.loads(capsys.readouterr().out)
+        assert doc["method"]["shard"] == f"{i}/3" and doc["method"]["missing_shards"] == list(range(i + 1, 3))
+    assert main([*args, "--merge", "3"]) == 0
+    merged = json.loads(capsys.readouterr().out)["method"]
+    assert merged["cache"] == "hit"  # the merge wrote the full precompute, which the fit then loaded
+    explain = ["explain", *model, "--test", "0"]
+    assert main(explain) == 0
+    sharded = json.loads(capsys.readouterr().out)
+    Cache(tmp_path).clear("method")
+    assert main(explain) == 0
+    single = json.loads(capsys.readouterr().out)
+    assert single["method"]["cache"] == "computed"
+    for side in ("proponents", "opponents"):  # the same points; scores equal up to float summation order
+        assert [r["train_id"] for r in sharded[side]] == [r["train_id"] for r in single[side]]
+        assert [r["score"] for r in sharded[side]] == pytest.approx([r["score"] for r in single[side]], rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["explain", "--scenario", "mnist", "--method", "nope", "--test", "0"], "unknown method 'nope'"),
+        (["explain", "--scenario", "mnist", "--method", "tracin-rp", "-p", "dim=3", "--test", "0"],
+         "parameter 'dim' must lie in [16, 65536]"),
+        (["explain", "--scenario", "mnist", "--method", "tracin-rp", "-p", "dimension=64", "--test", "0"],
+         "has no parameter 'dimension'"),
+        (["explain", "--scenario", "mnist", "--method", "tracin-rp", "--test", "5000"], "--test must lie in [0, 999]"),
+        (["explain", "--scenario", "mnist", "--method", "tracin-rp", "--test", "0", "--split", "triggered"],
+         "--split must be one of clean"),
+        (["prepare", "--scenario", "mnist", "--shard", "0/2"], "--shard and --merge need --method"),
+        (["prepare", "--scenario", "mnist", "--method", "tracin-rp", "--shard", "2/2"], "0 <= i < n"),
+    ],
+)
+def test_explain_and_shard_bad_input(args, message, capsys, mnist_trained):
+    assert main([*args, "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
