@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -164,7 +165,7 @@ def register(cls: type[Attributor]) -> type[Attributor]:
     return cls
 
 
-class Attributor:
+class Attributor(ABC):
     """Base class: validation, caching and the query plumbing shared by every method.
 
     A subclass sets ``name``, ``title``, ``description``, ``params``, ``version`` and
@@ -243,18 +244,9 @@ class Attributor:
             progress(1.0, "loaded from cache" if art.status == "hit" else "precomputed")
         return self
 
+    @abstractmethod
     def _compute(self, progress: Progress | None) -> tuple[dict[str, torch.Tensor], dict]:
-        if not self.shardable:
-            raise NotImplementedError
-        return self._finish(self._compute_rows(0, len(self.data), progress), progress)
-
-    def _compute_rows(self, start: int, stop: int, progress: Progress | None) -> dict[str, torch.Tensor]:
-        """Per-row precompute for training rows ``start:stop``: tensors named ``train/...`` with those rows."""
-        raise NotImplementedError
-
-    def _finish(self, tensors: dict[str, torch.Tensor], progress: Progress | None) -> tuple[dict[str, torch.Tensor], dict]:
-        """The precompute's global step, given the per-row tensors of all rows."""
-        return tensors, {}
+        """The precompute: tensors (per-training-row ones named ``train/...``) and JSON metadata, cached by :meth:`fit`."""
 
     # ----- sharded precompute -----------------------------------------------------------------
     @staticmethod
@@ -306,8 +298,9 @@ class Attributor:
         self.fitted = False
         return self.fit(progress)
 
+    @abstractmethod
     def _restore(self, tensors: dict[str, torch.Tensor], meta: dict) -> None:
-        raise NotImplementedError
+        """Take over the precompute's tensors and metadata (fresh or from the cache)."""
 
     def _validate(self, tensors: dict[str, torch.Tensor], meta: dict) -> None:
         """Check a cached artefact before use (raise ``ValueError`` when unusable); subclasses extend it."""
@@ -375,11 +368,35 @@ class Attributor:
         lo = s.topk(k, dim=1, largest=False)
         return TopK(hi.indices, hi.values, lo.indices, lo.values, target)
 
+    @abstractmethod
     def _scores(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """Scores ``[n, n_train]`` for a checked batch ``x`` and its classes ``target`` ``[n]``."""
 
+    @abstractmethod
     def _self_scores(self) -> torch.Tensor:
-        raise NotImplementedError
+        """Self-influence ``[n_train]``."""
+
+
+class RowwiseAttributor(Attributor):
+    """A method whose precompute is one block of rows per training point plus a global step.
+
+    Such a precompute can run in shards (:meth:`fit_shard` in separate processes or on
+    separate machines) and be merged (:meth:`merge_shards`) into exactly what :meth:`fit`
+    computes in one go.
+    """
+
+    shardable = True
+
+    def _compute(self, progress: Progress | None) -> tuple[dict[str, torch.Tensor], dict]:
+        return self._finish(self._compute_rows(0, len(self.data), progress), progress)
+
+    @abstractmethod
+    def _compute_rows(self, start: int, stop: int, progress: Progress | None) -> dict[str, torch.Tensor]:
+        """Per-row precompute for training rows ``start:stop``: tensors named ``train/...`` with those rows."""
+
+    def _finish(self, tensors: dict[str, torch.Tensor], progress: Progress | None) -> tuple[dict[str, torch.Tensor], dict]:
+        """The precompute's global step, given the per-row tensors of all rows."""
+        return tensors, {}
 
 
 def get_method(name: str) -> type[Attributor]:

@@ -27,7 +27,7 @@ import torch
 from core.engine.grads import GradBlocks, gradient_blocks, select_params
 from core.engine.projection import BlockProjector
 from core.errors import AttrexError
-from core.methods.base import Attributor, Param, register
+from core.methods.base import Param, RowwiseAttributor, register
 
 SUBSET = Param("subset", "text", "all", "parameters whose gradients are compared: all, last (the head) "
                "or comma-separated parameter-name prefixes (e.g. extractor.6,head)")
@@ -40,7 +40,7 @@ MAX_GB = Param("max_gb", "float", 2.0, "largest cache of exact gradients allowed
 CHUNK = 256
 
 
-class GradientSimilarity(Attributor):
+class GradientSimilarity(RowwiseAttributor):
     """Shared machinery; subclasses choose the output (loss or logit), the models and the normalisation."""
 
     output_kind = "ce"           # what is differentiated: "ce" (the loss) or "logit" (f_c)
@@ -88,8 +88,6 @@ class GradientSimilarity(Attributor):
             raise AttrexError(
                 f"exact {self.name} over these parameters would cache {gb:.1f} GB (max_gb={self.hparams['max_gb']}); "
                 "use projection='sparse' or a smaller parameter subset")
-
-    shardable = True
 
     def _compute_rows(self, start, stop, progress):
         self._check_budget()
