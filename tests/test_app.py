@@ -116,6 +116,9 @@ def test_a_failed_training_stays_on_screen_until_the_user_retries(monkeypatch, i
         calls.append(1)
         raise RuntimeError("disk full")
 
+    deadline = time.time() + 300  # earlier pages may have started a precompute: jobs run one at a time
+    while any(not j.done for j in state._jobs().values()) and time.time() < deadline:
+        time.sleep(0.5)
     monkeypatch.setattr(state, "train", failing_train)
     at = AppTest.from_file(APP, default_timeout=120)
     at.query_params["scenario"] = "mnist-superclass"  # a model this session has not trained
