@@ -348,9 +348,10 @@ def _current_rss_gb() -> float | None:
     return None
 
 
-def _full_mnist_child(path: str, dim: int, cache_dir: str | None, queue: Any) -> None:
+def _full_mnist_child(path: str, dim: int, cache_dir: str | None, threads: int, queue: Any) -> None:
     """Build the full MNIST, train its default model (cached), fit ``tracin-rp`` at ``dim``; report on ``queue``."""
     try:
+        torch.set_num_threads(threads)  # as many as the parent uses (a spawned child starts with torch's default)
         from core.methods import TrainingData, create
         from core.models import train
 
@@ -388,7 +389,8 @@ def _run_full_mnist_child(path: str, dim: int, cache_dir: str | None, log: Log) 
     """Run :func:`_full_mnist_child` in a fresh process (spawned: nothing inherited) and collect its report."""
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    proc = ctx.Process(target=_full_mnist_child, args=(path, dim, cache_dir, queue), daemon=True)
+    proc = ctx.Process(target=_full_mnist_child, args=(path, dim, cache_dir, torch.get_num_threads(), queue),
+                       daemon=True)
     log(f"full MNIST: tracin-rp dim={dim} in a child process (trains the 60,000-image model unless cached)")
     proc.start()
     result = None

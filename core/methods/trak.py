@@ -46,7 +46,10 @@ trained on subsets keep ``Q`` informative, which is why the paper ensembles.
 
 Cost: the precompute is one per-sample gradient pass over the training set per member; a
 query is a gradient and a projection per member, then one ``[b, P] @ [P, n]`` product per
-member against the cached ``Φ_m (Φ_mᵀΦ_m + λI)⁻¹`` (``n × P`` floats per member).
+member against the cached ``Φ_m (Φ_mᵀΦ_m + λI)⁻¹`` (``n × P`` floats per member). Measured on
+the default MNIST CNN (6,000 points, all 206,922 parameters, P = 2048, 2 idle CPU cores):
+~9.5 s per member to fit (47 s for the default five checkpoints, ~250 MB cached), 0.01 s
+per query.
 """
 
 from __future__ import annotations
