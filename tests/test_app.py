@@ -116,32 +116,30 @@ def test_a_failed_training_stays_on_screen_until_the_user_retries(monkeypatch, i
         calls.append(1)
         raise RuntimeError("disk full")
 
-    deadline = time.time() + 300  # earlier pages may have started a precompute: jobs run one at a time
-    while any(not j.done for j in state._jobs().values()) and time.time() < deadline:
-        time.sleep(0.5)
+    from core.models import default_config
+
+    key = ("train", state.Selection("mnist-superclass", 0, default_config("mnist")))
+
+    def settle() -> None:
+        """Wait (jobs run one at a time, so perhaps behind an earlier page's precompute) until this job is done."""
+        deadline = time.time() + 300
+        while (job := state._jobs().get(key)) is not None and not job.done:
+            assert time.time() < deadline, "the training job did not end"
+            time.sleep(0.2)
+        at.run()
+
     monkeypatch.setattr(state, "train", failing_train)
     at = AppTest.from_file(APP, default_timeout=120)
     at.query_params["scenario"] = "mnist-superclass"  # a model this session has not trained
     at.run()
-    for _ in range(50):  # the background job fails at once; the page shows it on the next run
-        time.sleep(0.1)
-        at.run()
-        if at.error:
-            break
+    settle()  # the background job fails at once; the page shows it on the next run
     assert "Training failed: RuntimeError: disk full" in at.error[0].value
     at.run()
     assert len(calls) == 1 and at.error  # a rerun does not silently start it again
     next(b for b in at.button if b.label == "Try again").click().run()
-    assert len(calls) == 2  # the user's retry does
-    for _ in range(50):
-        if at.error:
-            break
-        time.sleep(0.1)
-        at.run()
-    assert len(calls) == 2 and at.error
-    from core.models import default_config
-
-    state.forget_job(("train", state.Selection("mnist-superclass", 0, default_config("mnist"))))  # leave no failed job behind
+    settle()
+    assert len(calls) == 2 and at.error  # the user's retry does
+    state.forget_job(key)  # leave no failed job behind
 
 
 def _wait_for_jobs(at: AppTest, timeout: float = 240) -> None:
