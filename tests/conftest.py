@@ -38,3 +38,15 @@ def mnist_trained(mnist, isolated_cache):
     from core.models import train
 
     return train(mnist)
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test: small problems run thousands of tiny ops, and two threads
+    synchronising on a busy 2-core machine make them many times slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

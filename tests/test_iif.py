@@ -30,14 +30,6 @@ EXACT = {"projection": "none", "damping": 1e-3}  # relative damping: λ = 1e-3 �
 
 
 # ----------------------------------------------------------------------------- helpers
-@pytest.fixture
-def one_thread():
-    """Tiny problems run thousands of small ops: one thread avoids pool synchronisation (on a busy machine 10×)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def convex_problem(n: int = 300, d: int = 5, k: int = 3, spread: float = 0.8, seed: int = 0):
     """Multinomial logistic regression (no weight decay) fitted to convergence on overlapping blobs."""

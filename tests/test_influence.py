@@ -33,13 +33,7 @@ from core.models.architectures import MLP, LogisticRegression
 LAM = 1e-2  # L2 weight of the convex problems, and the damping that makes H + λI their exact Hessian
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """These problems are small: one thread is faster than two fighting over a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest
 
 
 # ----- helpers -----------------------------------------------------------------------------------

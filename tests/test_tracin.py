@@ -88,13 +88,7 @@ def subset(scenario, n: int, start: int = 0) -> TrainingData:
                         f"{scenario.fingerprint}-rows{start}:{start + n}", scenario)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread in this module: many small autograd calls, often on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest
 
 
 @pytest.fixture(scope="module")

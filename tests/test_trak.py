@@ -36,16 +36,7 @@ from trak.projectors import AbstractProjector, BasicProjector, NoOpProjector, Pr
 from trak.score_computers import BasicSingleBlockScoreComputer  # noqa: E402
 from trak.utils import vectorize  # noqa: E402
 
-
 # ----------------------------------------------------------------------------- helpers
-@pytest.fixture
-def one_thread():
-    """Tiny problems run thousands of small ops: one thread avoids pool synchronisation (on a busy machine 10×)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 class TanhNet(AttrexModel):
     """5 → 8 (tanh) → 3: smooth, so no dead unit leaves the first layer's gradients rank-deficient."""

@@ -189,6 +189,7 @@ def gradient_blocks(
     model.eval()
     linears = _factorable_linears(model, names)
     rest = dense_names(model, names)
+    params = dict(model.named_parameters())
     dense_parts, factor_parts = [], []
     for start in range(0, len(x), chunk):
         xb, tb = x[start: start + chunk], target[start: start + chunk]
@@ -201,22 +202,28 @@ def gradient_blocks(
                 captured[name] = (inputs[0].detach(), out)
             return fn
 
+        # One sample: its gradient is the ordinary gradient, taken in the same backward pass as the
+        # linear layers' deltas (vmap's per-call set-up costs more than the whole backward here).
+        single = [params[n] for n in rest] if len(xb) == 1 else []
         handles = [m.register_forward_hook(hook(mname)) for mname, m, _, _ in linears]
         try:
             with torch.enable_grad():
                 logits = model(xb)
                 outs = [captured[n][1] for n, *_ in linears]
-                deltas = torch.autograd.grad(output(kind, logits, tb).sum(), outs) if linears else []
+                grads = torch.autograd.grad(output(kind, logits, tb).sum(), outs + single) if outs or single else []
         finally:
             for h in handles:
                 h.remove()
+        deltas = grads[:len(outs)]
         fac = []
         for (mname, _, w, b), delta in zip(linears, deltas, strict=True):
             a = captured[mname][0]
             cols = ([a] if w else []) + ([torch.ones(len(a), 1, dtype=a.dtype)] if b else [])
             fac.append((torch.cat(cols, 1), delta.detach()))
         factor_parts.append(fac)
-        if rest:
+        if single:
+            dense_parts.append(torch.cat([g.reshape(1, -1) for g in grads[len(outs):]], 1))
+        elif rest:
             dense_parts.append(torch.cat([g for _, g in per_sample_grads(model, rest, xb, tb, kind, chunk)]))
         else:
             dense_parts.append(torch.zeros(len(xb), 0))

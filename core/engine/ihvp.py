@@ -63,6 +63,17 @@ def _check_damping(damping: float) -> None:
 
 
 # ----- exact / spectral ---------------------------------------------------------------------------
+def _checked_hessian(hessian: torch.Tensor, damping: float) -> torch.Tensor:
+    """A materialised ``hessian [D, D]`` checked (square, finite, valid damping) and symmetrised in float64."""
+    _check_damping(damping)
+    if hessian.dim() != 2 or hessian.shape[0] != hessian.shape[1]:
+        raise AttrexError(f"the Hessian must be square; got shape {list(hessian.shape)}")
+    if not torch.isfinite(hessian).all():
+        raise AttrexError("the Hessian holds NaN or infinite values")
+    h = hessian.double()
+    return (h + h.T) / 2
+
+
 @dataclass
 class SpectralInverse:
     """``(H + λI)⁻¹`` through eigenpairs of ``H``: ``Q diag(1/(μ + λ)) Qᵀ``.
@@ -80,13 +91,8 @@ class SpectralInverse:
     @classmethod
     def from_hessian(cls, hessian: torch.Tensor, damping: float) -> SpectralInverse:
         """Eigendecomposition (in float64) of a materialised symmetric ``hessian [D, D]``."""
-        _check_damping(damping)
-        if hessian.dim() != 2 or hessian.shape[0] != hessian.shape[1]:
-            raise AttrexError(f"the Hessian must be square; got shape {list(hessian.shape)}")
-        if not torch.isfinite(hessian).all():
-            raise AttrexError("the Hessian holds NaN or infinite values")
-        h = hessian.double()
-        mu, q = torch.linalg.eigh((h + h.T) / 2)
+        h = _checked_hessian(hessian, damping)
+        mu, q = torch.linalg.eigh(h)
         out = cls(mu.to(hessian.dtype), q.to(hessian.dtype), float(damping))
         out.check_invertible()
         return out
@@ -129,13 +135,8 @@ class CholeskyInverse:
 
     @classmethod
     def from_hessian(cls, hessian: torch.Tensor, damping: float) -> CholeskyInverse:
-        _check_damping(damping)
-        if hessian.dim() != 2 or hessian.shape[0] != hessian.shape[1]:
-            raise AttrexError(f"the Hessian must be square; got shape {list(hessian.shape)}")
-        if not torch.isfinite(hessian).all():
-            raise AttrexError("the Hessian holds NaN or infinite values")
-        h = hessian.double()
-        h = (h + h.T) / 2 + damping * torch.eye(len(h), dtype=torch.float64)
+        h = _checked_hessian(hessian, damping)
+        h = h + damping * torch.eye(len(h), dtype=torch.float64)
         factor, status = torch.linalg.cholesky_ex(h)
         if int(status) != 0:
             low = float(torch.linalg.eigvalsh(h)[0]) - damping
