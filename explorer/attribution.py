@@ -35,9 +35,9 @@ def render(sc: Scenario, trained: TrainedModel, selection: state.Selection, spli
     if predicted != y_true:
         explain = c2.segmented_control(
             "Explain", ["prediction", "true label"], default="prediction", required=True, key="explain",
-            format_func=lambda e: f"why {names[predicted]} (the prediction)" if e == "prediction"
-            else f"why not {names[y_true]} (the true label)",
-            help="Which class the scores are about: the model's prediction, or the sample's true label.")
+            format_func=lambda e: f"why {names[predicted]}" if e == "prediction" else f"why not {names[y_true]}",
+            help=f"Which class the scores are about: the prediction ({names[predicted]}) or the sample's true "
+                 f"label ({names[y_true]}).")
     else:
         explain = "prediction"
         c2.markdown(f"Explaining the prediction **{names[predicted]}** (also the true label).")
