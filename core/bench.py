@@ -13,8 +13,10 @@ one process, on the scenario's default model and its checkpoints:
   ``tracin`` (top-k proponent overlap and Spearman rank correlation, per test sample);
 - a sweep of ``tracin-rp``'s projected dimension against exact ``tracin``;
 - on the full 60,000-image MNIST (``--full-mnist PATH``): training (cached), ``tracin-rp``'s
-  precompute and its peak memory. That part runs in a child process, so that the peak
-  (``ru_maxrss``) is its own and not the rest of the benchmark's;
+  precompute and its peak memory. That part runs in a fresh (spawned) child process, so that
+  the peak is its own and not the rest of the benchmark's: Linux's ``VmHWM``, the high-water
+  mark of the process's own memory (``ru_maxrss`` is not used there: Linux carries it over
+  from the parent that forked the child, so it would report the benchmark's memory);
 - the project's targets, each reported as pass or fail.
 
 Timings are wall clock (``time.perf_counter``): on a shared machine they are noisy, so every
@@ -336,16 +338,22 @@ def bench_captum(trained, data, x: torch.Tensor, target: torch.Tensor, warmup: t
 # ----------------------------------------------------------------------------- full MNIST (child process)
 
 
-def _current_rss_gb() -> float | None:
-    """Resident memory now (Linux ``/proc``), or ``None`` where it cannot be read."""
+def _status_gb(field: str) -> float | None:
+    """A memory figure of this process from Linux's ``/proc/self/status`` (``VmRSS``, ``VmHWM``), or ``None``."""
     try:
         with open("/proc/self/status") as fh:
             for line in fh:
-                if line.startswith("VmRSS:"):
+                if line.startswith(f"{field}:"):
                     return int(line.split()[1]) * 1024 / 1e9
     except OSError:
         return None
     return None
+
+
+def _peak_gb() -> float:
+    """This process's own peak resident memory: ``VmHWM`` where there is ``/proc``, else ``ru_maxrss``."""
+    hwm = _status_gb("VmHWM")
+    return hwm if hwm is not None else _rss_gb(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 
 def _full_mnist_child(path: str, dim: int, cache_dir: str | None, threads: int, queue: Any) -> None:
@@ -363,8 +371,8 @@ def _full_mnist_child(path: str, dim: int, cache_dir: str | None, threads: int, 
         out.update(model_cache=trained.cache_status, model_seconds=time.perf_counter() - t0,
                    test_accuracy=trained.test_accuracy)
         gc.collect()
-        out["rss_before_fit_gb"] = _current_rss_gb()
-        out["peak_before_fit_gb"] = _rss_gb(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+        out["rss_before_fit_gb"] = _status_gb("VmRSS")
+        out["peak_before_fit_gb"] = _peak_gb()
         with tempfile.TemporaryDirectory(prefix="attrex-bench-full-") as tmp:
             method = create("tracin-rp", trained, TrainingData.of(scenario), cache=Cache(tmp), dim=dim)
             t0 = time.perf_counter()
@@ -379,7 +387,7 @@ def _full_mnist_child(path: str, dim: int, cache_dir: str | None, threads: int, 
                 seconds.append(time.perf_counter() - t0)
             out["query"] = timing(seconds)
             out["cache_bytes"] = sum(f.stat().st_size for f in Path(tmp).rglob("*") if f.is_file())
-        out["peak_rss_gb"] = _rss_gb(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+        out["peak_rss_gb"] = _peak_gb()
         queue.put(out)
     except BaseException as exc:  # noqa: BLE001  (reported to the parent, which decides)
         queue.put({"dim": dim, "error": _error(exc), "traceback": traceback.format_exc(limit=4)})

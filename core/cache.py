@@ -76,6 +76,23 @@ def _meta_digest(meta: dict) -> str:
     return hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()
 
 
+def _owned(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Contiguous CPU tensors that each own all of their storage, as safetensors requires.
+
+    A tensor that already does is taken as it is (a large precompute is not copied a second
+    time to be saved); a view into a larger or shared storage is copied.
+    """
+    out, seen = {}, set()
+    for k, v in tensors.items():
+        v = v.detach().cpu().contiguous()
+        storage = v.untyped_storage()
+        if storage.data_ptr() in seen or storage.nbytes() != v.numel() * v.element_size():
+            v = v.clone()
+        seen.add(v.untyped_storage().data_ptr())
+        out[k] = v
+    return out
+
+
 class Cache:
     """A disk cache rooted at ``root`` (see the module docstring for the default)."""
 
@@ -128,7 +145,7 @@ class Cache:
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{key[:12]}-", dir=final.parent))
         try:
-            clean = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
+            clean = _owned(tensors)
             save_file(clean, str(tmp / TENSORS))
             meta = json.loads(json.dumps(meta, default=str))  # what a reader will see, checksummed as such
             record = {"format": FORMAT_VERSION, "kind": kind, "key": key, "created": time.time(),

@@ -198,6 +198,52 @@ def test_sharded_fit_gives_the_same_scores_as_one_fit(mnist, mnist_trained, tmp_
     assert torch.equal(merged.argsort(dim=1, descending=True)[:, :50], single.argsort(dim=1, descending=True)[:, :50])
 
 
+@pytest.mark.parametrize("storage, ratio, tol", [("float16", 0.5, 5e-4), ("int8", 0.25, 1e-2)])
+def test_compact_storage_shrinks_the_cache_and_keeps_the_scores(mnist, mnist_trained, tmp_path, storage, ratio, tol):
+    data = subset(mnist, 300, start=4000)
+    x = mnist.x_test[30:34]
+    full = create("tracin-rp", mnist_trained, data, cache=Cache(tmp_path / "f32"), storage="float32").fit()
+    small = create("tracin-rp", mnist_trained, data, cache=Cache(tmp_path / storage), storage=storage).fit()
+    size = {name: sum(f.stat().st_size for f in (tmp_path / name).rglob("*.safetensors")) for name in ("f32", storage)}
+    assert ratio - 0.01 <= size[storage] / size["f32"] <= ratio + 0.02, size
+    a, b = small.scores(x), full.scores(x)
+    # float16 rounds each entry to 2^-11 of its row's largest one, int8 to 1/254 of it; on
+    # 6,000 rows x 20 test points: 1.8e-5 and 1.7e-3 relative to the largest score, top-10 10.0 and 9.95
+    assert rel_err(a, b) <= tol
+    assert topk_overlap(a, b) >= 9.0
+    assert spearman(a[0], b[0]) >= 0.995
+    assert rel_err(small.self_scores(), full.self_scores()) <= tol
+    # a sharded precompute stores alike and merges into the same scores
+    sharded = create("tracin-rp", mnist_trained, data, cache=Cache(tmp_path / "shards"), storage=storage)
+    for i in range(2):
+        sharded.fit_shard(i, 2)
+    assert rel_err(sharded.merge_shards(2).scores(x), a) <= 1e-5
+
+
+def test_auto_storage_is_the_widest_type_within_1_gb(mnist, mnist_trained, no_fit):
+    from core.methods import gradient
+    small = create("tracin-rp", mnist_trained, subset(mnist, 300))
+    assert small.storage == "float32"
+    # 60,000 rows x 5 checkpoints x dim 2048: 2.5 GB as float32, 1.2 GB as float16, 0.6 GB as int8
+    big = TrainingData(mnist.x_train[:1].expand(60000, -1, -1, -1), mnist.y_train[:1].expand(60000), 10, "big")
+    assert create("tracin-rp", mnist_trained, big).storage == "int8"
+    assert create("tracin-rp", mnist_trained, big, dim=512).storage == "float32"
+    assert create("tracin-rp", mnist_trained, big, dim=1024).storage == "float16"
+    assert gradient.AUTO_BYTES == 1e9
+
+
+def test_projected_rows_keep_gradients_far_below_float16_range():
+    from core.engine.projection import ProjectedRows
+    tiny = torch.randn(3, 8) * 1e-12
+    for storage, tol in (("float16", 1e-3), ("int8", 1e-2)):
+        rows = ProjectedRows.empty(3, 8, storage)
+        rows.put(0, tiny)
+        assert rel_err(rows.dot(torch.eye(8)), tiny) <= tol
+        assert rel_err(rows.sq_norms(), tiny.pow(2).sum(1)) <= 2 * tol
+    with pytest.raises(AttrexError, match="per-row scale"):
+        ProjectedRows(torch.zeros(2, 2, dtype=torch.int8))
+
+
 # ----------------------------------------------------------------------------- GradDot / GradCos
 
 

@@ -96,3 +96,85 @@ class BlockProjector:
             spectrum = torch.fft.rfft(pa(a), n=p) * torch.fft.rfft(pd(d), n=p)
             out += torch.fft.irfft(spectrum, n=p)
         return out
+
+
+STORAGE = {"float32": torch.float32, "float16": torch.float16, "int8": torch.int8}
+_LEVELS = {torch.float16: 1.0, torch.int8: 127.0}  # largest stored magnitude of a scaled row
+
+
+class ProjectedRows:
+    """Projected gradients of many rows ``[N, P]``: float32, or compact as float16 or int8.
+
+    Compact rows are stored divided by a per-row scale (the row's largest magnitude over
+    the largest stored level), so neither type overflows or underflows whatever the
+    gradient's scale; the scale is kept in float32. float16 halves the memory with a rounding
+    error of about ``2^-11`` of the row's largest entry; int8 quarters it, rounding each entry
+    to ``1/254`` of the largest one (symmetric linear quantisation, as in vector search).
+    A dot product converts the rows block by block into a small float32 buffer, which costs
+    about as much as the float32 product itself: both are limited by memory bandwidth.
+    """
+
+    ROWS = 1024  # rows converted to float32 at a time
+
+    def __init__(self, values: torch.Tensor, scale: torch.Tensor | None = None):
+        if values.dtype not in STORAGE.values() or (values.dtype in _LEVELS) != (scale is not None):
+            raise AttrexError(f"projected rows are float32, or float16/int8 with a per-row scale; got {values.dtype}")
+        self.values, self.scale = values, scale
+
+    @classmethod
+    def empty(cls, n: int, dim: int, storage: str = "float32") -> ProjectedRows:
+        dtype = STORAGE[storage]
+        return cls(torch.zeros(n, dim, dtype=dtype), torch.zeros(n) if dtype in _LEVELS else None)
+
+    @property
+    def compact(self) -> bool:
+        return self.scale is not None
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def put(self, start: int, rows: torch.Tensor) -> None:
+        """Store float32 ``rows`` at ``start:start + len(rows)``."""
+        stop = start + len(rows)
+        if not self.compact:
+            self.values[start:stop] = rows
+            return
+        level = _LEVELS[self.values.dtype]
+        scale = rows.abs().amax(1) / level
+        self.scale[start:stop] = scale
+        scaled = rows / scale.clamp_min(torch.finfo(torch.float32).tiny)[:, None]
+        self.values[start:stop] = scaled.round_().clamp_(-level, level) if level > 1 else scaled
+    def _blocks(self):
+        """``(start, float32 rows)`` block by block (the stored tensor itself when float32)."""
+        if not self.compact:
+            yield 0, self.values
+            return
+        buf = torch.empty(min(self.ROWS, len(self)), self.values.shape[1])
+        for lo in range(0, len(self), self.ROWS):
+            part = buf[: min(self.ROWS, len(self) - lo)]
+            part.copy_(self.values[lo: lo + len(part)])
+            part.mul_(self.scale[lo: lo + len(part), None])
+            yield lo, part
+
+    def dot(self, other: torch.Tensor) -> torch.Tensor:
+        """``[N, M]`` dot products with float32 ``other`` ``[M, P]``."""
+        out = torch.empty(len(self), len(other))
+        for lo, part in self._blocks():
+            torch.mm(part, other.T, out=out[lo: lo + len(part)])
+        return out
+
+    def sq_norms(self) -> torch.Tensor:
+        out = torch.empty(len(self))
+        for lo, part in self._blocks():
+            out[lo: lo + len(part)] = part.pow(2).sum(1)
+        return out
+
+    def to_tensors(self, prefix: str) -> dict[str, torch.Tensor]:
+        out = {f"{prefix}/proj": self.values}
+        if self.compact:
+            out[f"{prefix}/scale"] = self.scale
+        return out
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, torch.Tensor], prefix: str) -> ProjectedRows:
+        return cls(tensors[f"{prefix}/proj"], tensors.get(f"{prefix}/scale"))

@@ -25,7 +25,8 @@ import math
 import torch
 
 from core.engine.grads import GradBlocks, gradient_blocks, select_params
-from core.engine.projection import BlockProjector
+from core.engine.projection import STORAGE as STORAGE_TYPES
+from core.engine.projection import BlockProjector, ProjectedRows
 from core.errors import AttrexError
 from core.methods.base import Param, RowwiseAttributor, register
 
@@ -37,7 +38,16 @@ DIM = Param("dim", "int", 2048, "projected dimension P per checkpoint (with a pr
 SEED = Param("seed", "int", 0, "seed of the random projection", low=0, high=2**31 - 1)
 MAX_GB = Param("max_gb", "float", 2.0, "largest cache of exact gradients allowed, in GB (use a projection beyond)",
                low=0.01, high=64.0, log=True)
+STORAGE = Param("storage", "choice", "auto", "how projected gradients are held: float32; float16 or int8, each row "
+                 "scaled by its largest entry (1/2 or 1/4 of the memory); auto = the widest of these whose cache "
+                 "stays within 1 GB", choices=("auto", "float32", "float16", "int8"))
+AUTO_BYTES = 1e9
 CHUNK = 256
+
+
+def _sq_norms(r: GradBlocks | ProjectedRows | torch.Tensor) -> torch.Tensor:
+    """Squared norm of each row: training representations hold their own, a test projection is a plain tensor."""
+    return r.pow(2).sum(1) if isinstance(r, torch.Tensor) else r.sq_norms()
 
 
 class GradientSimilarity(RowwiseAttributor):
@@ -46,7 +56,7 @@ class GradientSimilarity(RowwiseAttributor):
     output_kind = "ce"           # what is differentiated: "ce" (the loss) or "logit" (f_c)
     over_checkpoints = True      # TracIn sums over checkpoints; GradDot/GradCos use the final model per class
     normalise = False            # GradCos
-    params = (SUBSET, PROJECTION, DIM, SEED, MAX_GB)
+    params = (SUBSET, PROJECTION, DIM, SEED, STORAGE, MAX_GB)
     version = "2"  # bump whenever the cached representation changes
 
     def __init__(self, trained, data, cache=None, **params):
@@ -58,11 +68,16 @@ class GradientSimilarity(RowwiseAttributor):
         else:
             self._models, self._weights = [self.model], [1.0]
         self._projector: BlockProjector | None = None
+        self.storage = "float32"
         p = self.hparams
         if p["projection"] != "none":
             probe = gradient_blocks(self.model, self.names, data.x[:1], data.y[:1], self.output_kind)
             self._projector = BlockProjector(probe.dense.shape[1], [(a.shape[1], d.shape[1]) for a, d in probe.factors],
                                              p["dim"], p["seed"], p["projection"])
+            self.storage = p["storage"]
+            if self.storage == "auto":  # decided on all rows, so that every shard stores alike
+                numbers = len(data) * len(self._slots()) * p["dim"]
+                self.storage = next((s for s, t in STORAGE_TYPES.items() if numbers * t.itemsize <= AUTO_BYTES), "int8")
 
     # ----- representations --------------------------------------------------------------------
     def _slots(self) -> list[tuple[int, int | None]]:
@@ -93,20 +108,23 @@ class GradientSimilarity(RowwiseAttributor):
         self._check_budget()
         tensors, slots = {}, self._slots()
         x, y = self.data.x[start:stop], self.data.y[start:stop]
-        n, step = len(x), 2048
+        n, step = len(x), 1024  # rows per batch of gradients: bounds the working memory (~0.2 GB on MNIST)
         for j, (m, c) in enumerate(slots):
             parts = []
+            rows = None if self._projector is None else ProjectedRows.empty(n, self._projector.out_dim, self.storage)
             for lo in range(0, n, step):
                 xb = x[lo: lo + step]
                 tb = y[lo: lo + step] if c is None else torch.full((len(xb),), c)
-                parts.append(self._represent(m, xb, tb))
+                rep = self._represent(m, xb, tb)
+                if rows is None:
+                    parts.append(rep)
+                else:
+                    rows.put(lo, rep)  # filled in place: no list of parts and no second copy on concatenation
                 if progress:
                     progress((j + min(lo + step, n) / n) / len(slots),
                              f"training gradients, {'checkpoint' if c is None else 'class'} {j + 1}/{len(slots)}")
-            if self._projector is None:
-                tensors.update(GradBlocks.cat(parts).to_tensors(f"train/slot{j}"))
-            else:
-                tensors[f"train/slot{j}/proj"] = torch.cat(parts).contiguous()
+            rep_all = GradBlocks.cat(parts) if rows is None else rows
+            tensors.update(rep_all.to_tensors(f"train/slot{j}"))
         return tensors
 
     def _finish(self, tensors, progress):
@@ -114,47 +132,46 @@ class GradientSimilarity(RowwiseAttributor):
 
     def _restore(self, tensors, meta):
         self._train = []
+        kind = GradBlocks if self._projector is None else ProjectedRows
         for j in range(meta["slots"]):
-            if self._projector is None:
-                self._train.append(GradBlocks.from_tensors(tensors, f"train/slot{j}"))
-            else:
-                self._train.append(tensors[f"train/slot{j}/proj"])
-        self._train_norms = [self._sq_norms(r).sqrt() for r in self._train] if self.normalise else None
+            self._train.append(kind.from_tensors(tensors, f"train/slot{j}"))
+        self._train_norms = [_sq_norms(r).sqrt() for r in self._train] if self.normalise else None
 
     def _validate(self, tensors, meta):
         super()._validate(tensors, meta)
         if meta.get("slots") != len(self._slots()) or meta.get("params") != self.names:
             raise ValueError("cached gradients were computed for other checkpoints, classes or parameters")
-
-    @staticmethod
-    def _dot(a: GradBlocks | torch.Tensor, b: GradBlocks | torch.Tensor) -> torch.Tensor:
-        return a.dot(b) if isinstance(a, GradBlocks) else a @ b.T
-
-    @staticmethod
-    def _sq_norms(r: GradBlocks | torch.Tensor) -> torch.Tensor:
-        return r.sq_norms() if isinstance(r, GradBlocks) else r.pow(2).sum(1)
+        if self._projector is not None:
+            want = STORAGE_TYPES[self.storage]
+            for j in range(meta["slots"]):
+                rows = tensors[f"train/slot{j}/proj"]
+                if rows.dtype != want or rows.shape[1:] != (self._projector.out_dim,):
+                    raise ValueError(f"cached projections are {rows.dtype} {list(rows.shape)}, expected {want} "
+                                     f"[n, {self._projector.out_dim}]")
+                if want != torch.float32 and tensors[f"train/slot{j}/scale"].shape != rows.shape[:1]:
+                    raise ValueError("cached projections lack one scale per row")
 
     # ----- queries ----------------------------------------------------------------------------
     def _scores(self, x, target):
         out = torch.zeros(len(x), len(self.data))
         if self.over_checkpoints:
             for j, (m, _) in enumerate(self._slots()):
-                out += self._dot(self._train[j], self._represent(m, x, target)).T
+                out += self._train[j].dot(self._represent(m, x, target)).T
             return out
         for c in target.unique().tolist():
             rows = (target == c).nonzero().squeeze(1)
             test = self._represent(0, x[rows], target[rows])
-            s = self._dot(self._train[c], test).T
+            s = self._train[c].dot(test).T
             if self.normalise:
-                s = s / (self._sq_norms(test).sqrt()[:, None] * self._train_norms[c][None, :]).clamp_min(1e-12)
+                s = s / (_sq_norms(test).sqrt()[:, None] * self._train_norms[c][None, :]).clamp_min(1e-12)
             out[rows] = s
         return out
 
     def _self_scores(self):
         if self.over_checkpoints:
-            return sum(self._sq_norms(r) for r in self._train)
+            return sum(_sq_norms(r) for r in self._train)
         y = self.data.y
-        own = torch.stack([self._sq_norms(r) for r in self._train], 1).gather(1, y[:, None]).squeeze(1)
+        own = torch.stack([_sq_norms(r) for r in self._train], 1).gather(1, y[:, None]).squeeze(1)
         return torch.ones_like(own) if self.normalise else own
 
 
@@ -176,7 +193,7 @@ class TracInRP(TracIn):
                    "dot products, a small cache and one matrix product per query.")
     params = (SUBSET, Param("projection", "choice", "sparse", "sparse (count sketch, O(D) per gradient) or gaussian "
                             "(N(0, 1/P) entries) random projection", choices=("sparse", "gaussian")),
-              DIM, SEED)
+              DIM, SEED, STORAGE)
 
 
 @register
@@ -187,7 +204,7 @@ class GradDot(GradientSimilarity):
     reference = "Charpiat et al., Input similarity from the neural network perspective, NeurIPS 2019"
     output_kind, over_checkpoints = "logit", False
     params = (SUBSET, Param("projection", "choice", "sparse", PROJECTION.help, choices=PROJECTION.choices),
-              Param("dim", "int", 1024, DIM.help, low=16, high=65536, log=True), SEED, MAX_GB)
+              Param("dim", "int", 1024, DIM.help, low=16, high=65536, log=True), SEED, STORAGE, MAX_GB)
 
 
 @register
