@@ -52,6 +52,7 @@ TARGET_QUERY_MS = 50.0
 TARGET_SPEEDUP = 10.0
 TARGET_RP_OVERLAP = 8.0
 TARGET_PEAK_GB = 2.0
+TARGET_FLIA_SECONDS = 2.0
 FAST_METHODS = ("tracin-rp", "trak", "dualview", "representer", "graddot")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_FULL_MNIST = REPO_ROOT.parent / "shared" / "data"
@@ -335,6 +336,28 @@ def bench_captum(trained, data, x: torch.Tensor, target: torch.Tensor, warmup: t
 
 
 
+# ----------------------------------------------------------------------------- FLIA
+
+
+def bench_flia(trained, data, x: torch.Tensor, target: torch.Tensor, reference: torch.Tensor | None, log: Log) -> dict:
+    """Time FLIA (10 descent steps, uncached) for one pair per test point: the point and its top TracIn proponent."""
+    from core.features import FLIA
+
+    if not trained.checkpoints:
+        return {"error": "the model has no checkpoints"}
+    seconds, gaps = [], []
+    for r in range(len(x)):
+        j = int(reference[r].argmax()) if reference is not None else r
+        t0 = time.perf_counter()
+        ex = FLIA(trained, x[r], int(target[r]))
+        res = ex.run(data.x[j: j + 1], data.y[j: j + 1])
+        seconds.append(time.perf_counter() - t0)
+        gaps.append(float(res.gap[0]))
+    log(f"  FLIA: {_median(seconds):.2f} s per pair (median of {len(seconds)})")
+    return {"seconds": seconds, "median_seconds": _median(seconds), "gap_median": _median(gaps),
+            "steps": 10, "pairs": "each test point with its top exact-TracIn proponent"}
+
+
 # ----------------------------------------------------------------------------- full MNIST (child process)
 
 
@@ -452,7 +475,7 @@ def _median(xs: list[float]) -> float:
     return statistics.median(xs) if xs else float("nan")
 
 
-def _targets(records: dict[str, dict], captum: dict, full: dict, opts: BenchOptions) -> list[dict]:
+def _targets(records: dict[str, dict], captum: dict, full: dict, opts: BenchOptions, flia: dict | None = None) -> list[dict]:
     out: list[dict] = []
 
     def add(name: str, ok: bool | None, detail: str) -> None:
@@ -496,6 +519,13 @@ def _targets(records: dict[str, dict], captum: dict, full: dict, opts: BenchOpti
             ms = rec["query"]["median_ms"]
             add(name, ms <= TARGET_QUERY_MS, f"{ms:.1f} ms median over {rec['query']['n']} queries "
                 f"(min {rec['query']['min_ms']:.1f} ms)")
+
+    name = f"FLIA for one pair (10 steps, all checkpoints) <= {TARGET_FLIA_SECONDS:g} s"
+    if not flia or flia.get("error"):
+        add(name, None, (flia or {}).get("error", "not measured"))
+    else:
+        add(name, flia["median_seconds"] <= TARGET_FLIA_SECONDS,
+            f"{flia['median_seconds']:.2f} s median over {len(flia['seconds'])} pairs")
 
     name = f"full MNIST (60,000 train): tracin-rp peak memory <= {TARGET_PEAK_GB:g} GB"
     if full.get("status") == "done":
@@ -573,6 +603,9 @@ def run(opts: BenchOptions | None = None, log: Log | None = None) -> dict:
             v["name"]: _median(v["query_seconds"]) / _median(rec["query_seconds"][: len(v["query_seconds"])])
             for v in captum["variants"] if not v.get("error")}
 
+    log("FLIA for one pair (10 steps, uncached)")
+    flia_rec = bench_flia(trained, data, x, target, reference, log)
+
     sweep = []
     if "tracin-rp" in REGISTRY and opts.dims:
         default_dim = next(p.default for p in REGISTRY["tracin-rp"].params if p.name == "dim")
@@ -604,7 +637,8 @@ def run(opts: BenchOptions | None = None, log: Log | None = None) -> dict:
     report["captum"] = captum
     report["dim_sweep"] = sweep
     report["full_mnist"] = full
-    report["targets"] = _targets({"tracin": ref_rec, **records}, captum, full, opts)
+    report["flia"] = flia_rec
+    report["targets"] = _targets({"tracin": ref_rec, **records}, captum, full, opts, flia_rec)
     report["machine"]["load_average"] = {"start": list(load_start), "end": list(os.getloadavg())}
     report["seconds"] = time.perf_counter() - t_start
     return _jsonable(report)
@@ -683,6 +717,14 @@ def format_report(r: dict) -> str:
             lines.append(f"{s['dim']:>6}{_f(s['fit_seconds'], '9.1f'):>9}{_f(s['query']['median_ms'], '10.1f'):>10}"
                          f"{_f(a.get('topk_overlap_mean'), '8.1f'):>8}{_f(a.get('spearman_mean'), '10.4f'):>10}"
                          f"  {a.get('topk_overlap')}")
+
+    fl = r.get("flia") or {}
+    lines.append("")
+    if fl.get("error"):
+        lines.append(f"FLIA: not measured ({fl['error']})")
+    elif fl:
+        lines.append(f"FLIA, one pair (10 descent steps, uncached; {fl['pairs']}): "
+                     f"{fl['median_seconds']:.2f} s median, completeness gap median {fl['gap_median']:.3f}")
 
     f = r["full_mnist"]
     lines.append("")

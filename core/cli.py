@@ -12,6 +12,7 @@ import json
 import logging
 import sys
 import time
+from pathlib import Path
 
 from core.cache import Cache
 from core.data import PRESETS, build, get_spec
@@ -230,6 +231,60 @@ def explain_record(scenario, trained, method, split: str, index: int, k: int, ta
     }
 
 
+def write_features(scenario, trained, rec: dict, outdir: str, cache: Cache | None = None, log=print) -> None:
+    """FLIA and DualView-LRP of every listed pair as files in ``outdir``; adds their names and figures to ``rec``.
+
+    Images: ``test.png``, and per training point ``<kind>-<rank>-train<id>.png`` (the image),
+    ``…-flia.png`` (|FLIA| on it), ``…-lrp-train.png`` / ``…-lrp-test.png`` (DualView-LRP
+    relevance on the training and the test image). Text: ``…-flia.html`` (token highlights).
+    """
+    import torch
+
+    from core.features import dualview_lrp, flia
+    from core.features.render import overlay, save_png, token_html
+    from core.methods import TrainingData, create
+
+    out = Path(outdir).expanduser()
+    out.mkdir(parents=True, exist_ok=True)
+    t = rec["test"]
+    x_test = scenario.test_split(t["split"])[0][t["index"]]
+    target = t["explained_class"]
+    text = scenario.kind == "text"
+    scale = 8 if scenario.input_shape[-1] <= 28 else 6
+    if not text:
+        save_png(overlay(x_test, torch.zeros(x_test.shape[1:]), False, scale), out / "test.png")
+        dualview = create("dualview", trained, TrainingData.of(scenario), cache=cache).fit()
+    for kind in ("proponents", "opponents"):
+        for r in rec[kind]:
+            i = r["train_id"]
+            stem = f"{kind[:-1]}-{r['rank']:02d}-train{i}"
+            res = flia(trained, scenario.x_train[i], int(scenario.y_train[i]), x_test, target, cache=cache)
+            feats = {"flia": {"il_path": res.il_path.tolist(), "gap": float(res.gap),
+                              "il_change": float(res.il_change), "direction": res.direction}}
+            if text:
+                ids = scenario.x_train[i].tolist()
+                keep = [j for j, tok in enumerate(ids) if tok]
+                tokens = [scenario.vocab[ids[j]] for j in keep]
+                page = token_html(tokens, res.heatmap[keep].tolist(),
+                                  f"FLIA token scores of training text #{i} for test #{t['index']} (class {target})")
+                (out / f"{stem}-flia.html").write_text(page)
+                feats["flia"]["file"] = f"{stem}-flia.html"
+            else:
+                x = scenario.x_train[i]
+                save_png(overlay(x, torch.zeros(x.shape[1:]), False, scale), out / f"{stem}.png")
+                save_png(overlay(x, res.heatmap, False, scale), out / f"{stem}-flia.png")
+                feats["flia"]["file"] = f"{stem}-flia.png"
+                lrp = dualview_lrp(dualview, x_test, i, target)
+                save_png(overlay(x, lrp.train_heatmap, True, scale), out / f"{stem}-lrp-train.png")
+                save_png(overlay(x_test, lrp.test_heatmap, True, scale), out / f"{stem}-lrp-test.png")
+                feats["dualview_lrp"] = {"files": [f"{stem}-lrp-train.png", f"{stem}-lrp-test.png"],
+                                         "dualview_score": lrp.score, "composite": lrp.composite,
+                                         "conservation": [lrp.conservation_test, lrp.conservation_train]}
+            r["features"] = feats
+    rec["features_dir"] = str(out)
+    log(f"feature-level views written to {out}")
+
+
 def cmd_explain(args: argparse.Namespace) -> int:
     scenario, trained = _load(args)
     if args.split not in scenario.test_splits():
@@ -242,6 +297,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
         raise AttrexError(f"--k must be a positive integer; got {args.k}")
     _fit_method(method, args.quiet)
     rec = explain_record(scenario, trained, method, args.split, args.test, args.k, args.target)
+    if args.features:
+        write_features(scenario, trained, rec, args.features, Cache(args.cache_dir) if args.cache_dir else None,
+                       log=lambda m: print(m, file=sys.stderr))
     if args.json:
         print(json.dumps(rec, indent=1, default=str))
         return 0
@@ -256,8 +314,12 @@ def cmd_explain(args: argparse.Namespace) -> int:
         for r in rec[title]:
             flags = ", ".join(f if f != "flipped" else f"flipped from {r['original_label']}" for f in r["flags"])
             name = "" if r["label_name"] == str(r["label"]) else f" ({r['label_name']})"
+            extra = ""
+            if "features" in r:
+                f = r["features"]["flia"]
+                extra = f"  FLIA: IL {f['il_change']:+.0%} along the path, gap {f['gap']:.2f} -> {f['file']}"
             print(f"  {r['rank']:>4}  {r['train_id']:>8}  {r['score']:>11.4g}  {r['label']}{name}"
-                  + (f"  [{flags}]" if flags else ""))
+                  + (f"  [{flags}]" if flags else "") + extra)
     return 0
 
 
@@ -346,6 +408,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="clean", help="test split: clean (default), triggered, marked")
     p.add_argument("--target", type=int, help="class to explain (default: the predicted class)")
     p.add_argument("--k", type=int, default=8, help="proponents and opponents to list (default 8)")
+    p.add_argument("--features", metavar="OUTDIR", help="also write FLIA heatmaps and DualView-LRP overlays (PNG; "
+                   "token highlights as HTML for text) of every listed pair to OUTDIR")
     p.set_defaults(func=cmd_explain)
 
     p = sub.add_parser("bench", help="time every method and Captum's TracIn on a scenario's default model")

@@ -14,7 +14,7 @@ from core.data import Scenario
 from core.errors import AttrexError
 from core.methods import REGISTRY, Param
 from core.models import TrainedModel
-from explorer import state
+from explorer import pair, state
 from explorer.render import GROUND_TRUTH_COLOURS, badge, to_image
 
 DEFAULT_METHODS = ["tracin-rp"]
@@ -117,14 +117,19 @@ def _method_block(sc: Scenario, trained: TrainedModel, selection: state.Selectio
     st.caption(f"{fit} · answered in {top['seconds'] * 1000:.0f} ms · scores for class **{names[top['target']]}** "
                f"of test #{test_id}; positive = the training point supports it")
     _truth_summary(sc, top)
+    context = (split, row, top["target"])
     for kind, title in (("proponents", f"Proponents: support {names[top['target']]}"),
                         ("opponents", f"Opponents: work against {names[top['target']]}")):
-        st.markdown(f"**{title}**")
         ids, scores = top[kind], top[f"{kind[:-1]}_scores"]
         if sc.kind == "image":
-            _image_cards(sc, ids, scores, f"{name}-{kind}")
+            st.markdown(f"**{title}** · *Inspect* opens the pair view: FLIA and DualView-LRP heatmaps")
+            _image_cards(sc, ids, scores, name, kind, context)
         else:
-            _text_rows(sc, ids, scores)
+            st.markdown(f"**{title}** · FLIA token highlights: the stronger the colour, the more of the text's "
+                        "influence that word carries")
+            pair.text_rows(sc, trained, selection, split, row, top["target"], ids, scores, _flags_markdown)
+    if sc.kind == "image":
+        pair.render(sc, trained, selection, name, split, row, test_id, top["target"], context)
 
 
 def _truth_summary(sc: Scenario, top: dict) -> None:
@@ -153,25 +158,16 @@ def _flags_markdown(sc: Scenario, i: int, flags: list[str]) -> str:
     return " ".join(out)
 
 
-def _image_cards(sc: Scenario, ids: np.ndarray, scores: np.ndarray, key: str) -> None:
+def _image_cards(sc: Scenario, ids: np.ndarray, scores: np.ndarray, method: str, kind: str, context: tuple) -> None:
     flags = sc.truth.train_flags(ids.tolist())
     cols = st.columns(max(len(ids), 6), gap="small")
     scale = 3 if sc.input_shape[-1] <= 28 else 2
-    for col, i, s, f in zip(cols, ids.tolist(), scores.tolist(), flags, strict=False):
+    for rank, (col, i, s, f) in enumerate(zip(cols, ids.tolist(), scores.tolist(), flags, strict=False), 1):
         with col:
             st.image(to_image(sc.x_train[i], scale), width="stretch")
             label = sc.class_names[int(sc.y_train[i])]
             st.markdown(f"**#{i}** · {label}  \n`{s:+.3g}`" + (f"  \n{_flags_markdown(sc, i, f)}" if f else ""))
-
-
-def _text_rows(sc: Scenario, ids: np.ndarray, scores: np.ndarray) -> None:
-    flags = sc.truth.train_flags(ids.tolist())
-    table = {
-        "train #": ids.tolist(),
-        "score": [float(s) for s in scores],
-        "label": [sc.class_names[int(sc.y_train[i])] for i in ids],
-        "planted": [", ".join(FLAG_TEXT[x] for x in f) for f in flags],
-        "text": [sc.texts_train[i][:220] for i in ids],
-    }
-    st.dataframe(table, hide_index=True, column_config={"score": st.column_config.NumberColumn(format="%+.3g"),
-                                                          "text": st.column_config.TextColumn(width="large")})
+            opened = pair.is_open(method, i, context)
+            st.button("Inspecting" if opened else "Inspect", key=f"inspect-{method}-{kind}-{i}", width="stretch",
+                      type="primary" if opened else "secondary", on_click=pair.open_pair,
+                      args=(method, kind, i, rank, float(s), context))

@@ -4,18 +4,9 @@ from __future__ import annotations
 
 import html
 
-import numpy as np
-import torch
+from core.features.render import image_rgb as to_image  # noqa: F401  (re-exported for the pages)
 
 GROUND_TRUTH_COLOURS = {"flipped": "orange", "poisoned": "red", "triggered": "red", "marked": "violet"}
-
-
-def to_image(x: torch.Tensor, scale: int = 4) -> np.ndarray:
-    """``[C, H, W]`` in [0, 1] → ``uint8`` ``[H·s, W·s, 3]`` (nearest-neighbour upscaling keeps pixels crisp)."""
-    a = (x.detach().clamp(0, 1) * 255).round().to(torch.uint8).numpy()
-    a = np.repeat(a, 3, axis=0) if a.shape[0] == 1 else a
-    a = a.transpose(1, 2, 0)
-    return np.repeat(np.repeat(a, scale, axis=0), scale, axis=1)
 
 
 def badge(text: str, colour: str = "gray") -> str:

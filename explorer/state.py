@@ -21,6 +21,7 @@ import streamlit as st
 from core.cache import Cache
 from core.data import Scenario, build, get_spec
 from core.errors import AttrexError
+from core.features import FLIA, dualview_lrp, flia
 from core.methods import Attributor, TrainingData, create
 from core.models import TrainConfig, TrainedModel, is_cached, predict_proba, train
 
@@ -171,3 +172,36 @@ def probabilities(selection: Selection, split: str, _trained: TrainedModel) -> n
     """Class probabilities ``[n, n_classes]`` of a test split of the selection's model (which it determines)."""
     x, _ = scenario(selection.scenario, selection.seed).test_split(split)
     return predict_proba(_trained.model, x).numpy()
+
+
+@st.cache_data(show_spinner=False, max_entries=128)
+def flia_pair(selection: Selection, split: str, row: int, train_id: int, target: int,
+              _trained: TrainedModel) -> dict[str, np.ndarray]:
+    """FLIA of training point ``train_id`` for test sample ``row`` of ``split`` (disk-cached by :func:`core.features.flia`)."""
+    sc = scenario(selection.scenario, selection.seed)
+    x, _ = sc.test_split(split)
+    t0 = time.perf_counter()
+    r = flia(_trained, sc.x_train[train_id], int(sc.y_train[train_id]), x[row], target)
+    return {"heatmap": r.heatmap.numpy(), "il_path": r.il_path.numpy(), "gap": float(r.gap),
+            "il_change": float(r.il_change), "confidence": r.confidence.numpy(), "seconds": time.perf_counter() - t0}
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def flia_texts(selection: Selection, split: str, row: int, train_ids: tuple[int, ...], target: int,
+               _trained: TrainedModel) -> np.ndarray:
+    """FLIA token scores ``[len(train_ids), L]`` of training texts for a test text, in one batched run."""
+    sc = scenario(selection.scenario, selection.seed)
+    x, _ = sc.test_split(split)
+    ids = list(train_ids)
+    return FLIA(_trained, x[row], target).run(sc.x_train[ids], sc.y_train[ids]).heatmap.numpy()
+
+
+@st.cache_data(show_spinner=False, max_entries=128)
+def lrp_pair(selection: Selection, split: str, row: int, train_id: int, target: int,
+             _dualview: Attributor) -> dict[str, np.ndarray]:
+    """DualView-LRP heatmaps of a (test, training) pair (``_dualview``: the selection's fitted DualView)."""
+    sc = scenario(selection.scenario, selection.seed)
+    x, _ = sc.test_split(split)
+    r = dualview_lrp(_dualview, x[row], train_id, target)
+    return {"test": r.test_heatmap.numpy(), "train": r.train_heatmap.numpy(), "score": r.score,
+            "conservation": (r.conservation_test, r.conservation_train), "composite": r.composite}

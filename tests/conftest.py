@@ -40,6 +40,16 @@ def mnist_trained(mnist, isolated_cache):
     return train(mnist)
 
 
+@pytest.fixture(scope="session")
+def agnews_small(isolated_cache):
+    """A small AG News scenario (240 texts) and its text model, briefly trained."""
+    from core.data import build, get_spec
+    from core.models import default_config, train
+
+    scenario = build(get_spec("agnews", n_train=240, n_test=40))
+    return scenario, train(scenario, default_config("agnews", epochs=3))
+
+
 @pytest.fixture
 def one_thread():
     """One torch thread for the test: small problems run thousands of tiny ops, and two threads

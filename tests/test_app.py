@@ -97,12 +97,18 @@ def test_text_scenario_shows_a_table_and_the_text(isolated_cache):
     train(build("agnews"))
     at = AppTest.from_file(APP, default_timeout=120)
     at.query_params["scenario"] = "agnews"
+    at.session_state["methods"] = ["dualview"]  # quick to precompute on text (the default, tracin-rp, takes minutes)
     at.run()
     assert not at.exception
     assert at.title[0].value == "Explore · agnews"
     assert len(at.dataframe) == 1
     assert "Test #0" in _texts(at)
     assert any("<div" in m.value for m in at.markdown)  # the token strip of the chosen text
+    _wait_for_jobs(at)
+    # proponents and opponents as texts with FLIA token highlights (one coloured span per token)
+    assert "FLIA token highlights" in _texts(at)
+    highlighted = [h for h in at.get("html") if "rgba(" in h.proto.body]
+    assert len(highlighted) == 16, len(highlighted)
 
 
 def test_a_failed_training_stays_on_screen_until_the_user_retries(monkeypatch, isolated_cache):
@@ -189,3 +195,25 @@ def test_bad_method_parameters_are_refused_and_change_nothing(mnist_trained):
     assert at.session_state["params-tracin-rp"]["subset"] == "all"
     errors = " ".join(e.value for e in at.error)
     assert "selects no parameter" in errors or "Not applied" in errors
+
+
+def test_inspect_opens_the_pair_view_with_flia_and_dualview_lrp(mnist_trained):
+    from core.data import build
+    from core.methods import TrainingData, create
+
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()
+    _wait_for_jobs(at)
+    top = create("tracin-rp", mnist_trained, TrainingData.of(build("mnist"))).fit().top_k(build("mnist").x_test[:1], k=8)
+    first = int(top.proponents[0, 0])
+    at.button(key=f"inspect-tracin-rp-proponents-{first}").click().run()
+    _wait_for_jobs(at)  # DualView's precompute for the LRP views
+    texts = _texts(at)
+    assert f"Pair view: test #0 and training #{first}" in texts
+    captions = " ".join(img.caption for i in at.get("image") for img in i.proto.imgs)
+    assert "FLIA on the training image" in captions
+    assert "DualView-LRP on the training image" in captions or any("no support vector" in i.value for i in at.info)
+    assert "IL" in texts and "grey level" in texts
+    assert len(at.get("plotly_chart")) >= 1
+    at.button(key="pair-close").click().run()
+    assert "Pair view" not in _texts(at)

@@ -132,3 +132,29 @@ def test_explain_and_shard_bad_input(args, message, capsys, mnist_trained):
     assert main([*args, "--quiet"]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_explain_features_writes_heatmaps_next_to_the_pairs(capsys, tmp_path):
+    """--features OUTDIR: the test image, each training image, its FLIA heatmap and both DualView-LRP overlays."""
+    from PIL import Image
+
+    out = tmp_path / "views"
+    args = ["--scenario", "mnist-backdoor", "--n-train", "400", "--n-test", "100", "--epochs", "2",
+            "--cache-dir", str(tmp_path / "cache"), "--quiet"]
+    code = main(["explain", *args, "--method", "dualview", "--split", "triggered", "--test", "1", "--k", "2",
+                 "--json", "--features", str(out)])
+    doc = json.loads(capsys.readouterr().out)
+    assert code == 0 and doc["features_dir"] == str(out)
+    assert (out / "test.png").is_file()
+    for kind in ("proponents", "opponents"):
+        for r in doc[kind]:
+            f = r["features"]
+            stem = f"{kind[:-1]}-{r['rank']:02d}-train{r['train_id']}"
+            assert f["flia"]["file"] == f"{stem}-flia.png"
+            for name in (f"{stem}.png", f"{stem}-flia.png", f"{stem}-lrp-train.png", f"{stem}-lrp-test.png"):
+                img = Image.open(out / name)
+                assert img.size == (28 * 8, 28 * 8) and img.mode == "RGB"
+            assert len(f["flia"]["il_path"]) == 11 and f["flia"]["gap"] >= 0
+            # the DualView-LRP pair's score is the DualView score that ranked it
+            assert f["dualview_lrp"]["dualview_score"] == pytest.approx(r["score"], rel=1e-3, abs=1e-6)
+            assert all(abs(c - 1) <= 0.05 for c in f["dualview_lrp"]["conservation"] if c == c)

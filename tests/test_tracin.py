@@ -272,12 +272,6 @@ def test_graddot_and_gradcos_equal_brute_force_logit_gradients(mnist, mnist_trai
 # ----------------------------------------------------------------------------- a text model
 
 
-@pytest.fixture(scope="module")
-def agnews_small():
-    scenario = build(get_spec("agnews", n_train=240, n_test=40))
-    return scenario, train(scenario, default_config("agnews", epochs=3))
-
-
 def test_text_model_per_sample_gradients(agnews_small, tmp_path):
     scenario, trained = agnews_small
     data = TrainingData.of(scenario)

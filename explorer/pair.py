@@ -1,0 +1,143 @@
+"""The pair view of the Explore page: one test sample and one of its proponents or opponents, feature by feature.
+
+Test and training image side by side; FLIA's heatmap on the training image (which of its
+pixels carry its influence on this prediction); DualView-LRP relevance on both images (which
+pixels make up the DualView score of the pair, red for support, blue against); and IL along
+FLIA's perturbation path. Everything is computed by :mod:`core.features` and cached on disk.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+import streamlit as st
+
+from core.data import Scenario
+from core.errors import AttrexError
+from core.features.render import overlay, token_html
+from core.methods import REGISTRY
+from core.models import TrainedModel
+from explorer import state
+from explorer.render import to_image
+
+KEY = "pair"
+
+
+def open_pair(method: str, kind: str, train_id: int, rank: int, score: float, context: tuple) -> None:
+    st.session_state[KEY] = {"method": method, "kind": kind, "train": train_id, "rank": rank, "score": score,
+                             "context": context}
+
+
+def close_pair() -> None:
+    st.session_state.pop(KEY, None)
+
+
+def is_open(method: str, train_id: int, context: tuple) -> bool:
+    p = st.session_state.get(KEY)
+    return bool(p) and p["method"] == method and p["train"] == train_id and p["context"] == context
+
+
+def render(sc: Scenario, trained: TrainedModel, selection: state.Selection, method: str, split: str, row: int,
+           test_id: int, target: int, context: tuple) -> None:
+    """The pair view, if the user opened one from ``method``'s cards for this test sample and class."""
+    p = st.session_state.get(KEY)
+    if not p or p["method"] != method or p["context"] != context:
+        return
+    i, names = p["train"], sc.class_names
+    x_test = sc.test_split(split)[0][row]
+    x_train = sc.x_train[i]
+    scale = 6 if sc.input_shape[-1] <= 28 else 4
+    with st.container(border=True):
+        head, close = st.columns([8, 1])
+        role = "proponent" if p["kind"] == "proponents" else "opponent"
+        head.markdown(f"#### Pair view: test #{test_id} and training #{i}\n"
+                      f"{role.capitalize()} #{p['rank']} of {REGISTRY[method].title} for class "
+                      f"**{names[target]}** (score `{p['score']:+.3g}`); training label "
+                      f"**{names[int(sc.y_train[i])]}**.")
+        close.button("Close", key="pair-close", on_click=close_pair, width="stretch")
+        with st.spinner("FLIA: perturbing the training image in 10 small steps…"):
+            try:
+                f = state.flia_pair(selection, split, row, i, target, trained)
+            except AttrexError as exc:
+                st.error(f"FLIA cannot run here: {exc}")
+                return
+        cols = st.columns(5, gap="small")
+        cols[0].image(to_image(x_test, scale), caption=f"Test #{test_id}", width="stretch")
+        cols[1].image(to_image(x_train, scale), caption=f"Training #{i}", width="stretch")
+        cols[2].image(overlay(x_train, _tensor(f["heatmap"]), False, scale), width="stretch",
+                      caption="FLIA on the training image: |attribution|, red = most")
+        _lrp(sc, trained, selection, split, row, i, target, x_test, x_train, scale, cols[3], cols[4])
+        chart, notes = st.columns([3, 2])
+        chart.plotly_chart(_il_path_figure(f["il_path"]), width="stretch", key="pair-il-path")
+        conf = f["confidence"]
+        notes.markdown(
+            f"**IL** (TracIn of this pair over the checkpoints) went from `{f['il_path'][0]:+.3g}` to "
+            f"`{f['il_path'][-1]:+.3g}` ({f['il_change']:+.0%}) while no pixel moved by more than one grey "
+            f"level; the model's confidence in the training label moved by {conf[1] - conf[0]:+.4f}.  \n"
+            f"FLIA splits that change over the pixels. Its sum misses {f['gap']:.0%} of it: the share of "
+            "the change that comes from activations switching along the path, which no gradient sees.")
+        notes.caption("FLIA: Feature level instance attribution (anonymous, under review); "
+                      "DualView-LRP: Yolcu et al. 2024.")
+
+
+def _tensor(a: np.ndarray):
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(a))
+
+
+def _lrp(sc, trained, selection, split, row, i, target, x_test, x_train, scale, col_train, col_test) -> None:
+    defaults = {p.name: p.default for p in REGISTRY["dualview"].params}
+    try:
+        dualview = state.method_or_job(selection, trained, "dualview", defaults)
+    except AttrexError as exc:
+        col_train.warning(f"DualView cannot run here: {exc}")
+        return
+    if isinstance(dualview, state.Job):
+        with col_train:
+            st.progress(dualview.fraction, text="DualView is being precomputed for the LRP views…")
+        return
+    try:
+        lrp = state.lrp_pair(selection, split, row, i, target, dualview)
+    except AttrexError as exc:
+        col_train.warning(str(exc))
+        return
+    if not np.abs(lrp["train"]).any():
+        col_train.info(f"Training #{i} is no support vector of DualView's SVM: its DualView score is 0, so there "
+                       "is nothing to propagate.")
+        return
+    col_train.image(overlay(x_train, _tensor(lrp["train"]), True, scale), width="stretch",
+                    caption="DualView-LRP on the training image: red supports, blue opposes")
+    col_test.image(overlay(x_test, _tensor(lrp["test"]), True, scale), width="stretch",
+                   caption=f"… and on the test image (DualView score {lrp['score']:+.3g})")
+
+
+def _il_path_figure(il_path: np.ndarray) -> go.Figure:
+    fig = go.Figure(go.Scatter(x=list(range(len(il_path))), y=il_path, mode="lines+markers",
+                               hovertemplate="step %{x}: IL %{y:.4g}<extra></extra>"))
+    fig.update_layout(height=220, margin=dict(l=10, r=10, t=30, b=10), title="IL along FLIA's perturbation path",
+                      xaxis_title="step (1/2550 per pixel each)", yaxis_title="IL")
+    return fig
+
+
+def text_rows(sc: Scenario, trained: TrainedModel, selection: state.Selection, split: str, row: int, target: int,
+              ids: np.ndarray, scores: np.ndarray, flags_markdown) -> None:
+    """Training texts with FLIA token highlights (red: the token carries support for the class, blue: against)."""
+    with st.spinner("FLIA: token scores of these texts…"):
+        try:
+            heat = state.flia_texts(selection, split, row, tuple(int(i) for i in ids), target, trained)
+        except AttrexError as exc:
+            st.error(f"FLIA cannot run here: {exc}")
+            heat = None
+    flags = sc.truth.train_flags(ids.tolist())
+    for r, (i, s, f) in enumerate(zip(ids.tolist(), scores.tolist(), flags, strict=True)):
+        tokens = sc.x_train[i].tolist()
+        keep = [j for j, t in enumerate(tokens) if t]
+        words = [sc.vocab[tokens[j]] for j in keep]
+        st.markdown(f"**#{i}** · {sc.class_names[int(sc.y_train[i])]} · `{s:+.3g}`"
+                    + (f" · {flags_markdown(sc, i, f)}" if f else ""))
+        if heat is None:
+            st.markdown(" ".join(words))
+        else:
+            # FLIA's descent lowers IL, so every token's score is <= 0; shown by its magnitude
+            st.html(token_html(words, (-heat[r][keep]).tolist()))
