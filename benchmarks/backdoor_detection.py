@@ -59,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer test samples and methods")
     ap.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    ap.add_argument("--quiet", action="store_true", help="no progress messages on stderr")
     ap.add_argument("--scenarios", default="mnist-backdoor,cifar10-backdoor,agnews-backdoor")
     ap.add_argument("--methods", default=None, help=f"comma-separated (default {METHODS}; --quick {QUICK_METHODS})")
     ap.add_argument("--n-test", type=int, default=None, help="triggered test samples (default 20; --quick 5)")
@@ -70,8 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     cache = Cache(args.cache_dir) if args.cache_dir else None
     methods = (args.methods or (QUICK_METHODS if args.quick else METHODS)).split(",")
     n_test = args.n_test or (5 if args.quick else 20)
-    log = (lambda m: None) if args.json else (lambda m: print(f"[backdoor {time.strftime('%H:%M:%S')}] {m}",
-                                                              file=sys.stderr))
+    log = (lambda m: None) if args.quiet else (lambda m: print(f"[backdoor {time.strftime('%H:%M:%S')}] {m}",
+                                                               file=sys.stderr))
     results = []
     for name in [s.strip() for s in args.scenarios.split(",") if s.strip()]:
         scenario = build(name)
