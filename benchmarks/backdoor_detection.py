@@ -12,19 +12,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, when run from a checkout
 
 import torch  # noqa: E402
+from _common import common_args, setup  # noqa: E402  (this folder)
 
-from core.cache import Cache  # noqa: E402
 from core.data import build  # noqa: E402
 from core.features.experiments import backdoor_detection, fmt  # noqa: E402
 from core.models import train  # noqa: E402
 
-METHODS = "tracin-rp,tracin,dualview,representer,representer-lje,graddot,trak,influence"
+METHODS = "tracin-rp,tracin,dualview,representer,representer-lje"
 QUICK_METHODS = "tracin-rp,dualview,representer"
 
 
@@ -57,22 +56,14 @@ def render(results: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="fewer test samples and methods")
-    ap.add_argument("--json", action="store_true", help="one JSON document on stdout")
-    ap.add_argument("--quiet", action="store_true", help="no progress messages on stderr")
+    common_args(ap, "fewer test samples and methods")
     ap.add_argument("--scenarios", default="mnist-backdoor,cifar10-backdoor,agnews-backdoor")
     ap.add_argument("--methods", default=None, help=f"comma-separated (default {METHODS}; --quick {QUICK_METHODS})")
     ap.add_argument("--n-test", type=int, default=None, help="triggered test samples (default 20; --quick 5)")
-    ap.add_argument("--cache-dir", default=None)
-    ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    cache = Cache(args.cache_dir) if args.cache_dir else None
+    cache, log = setup(args, "backdoor")
     methods = (args.methods or (QUICK_METHODS if args.quick else METHODS)).split(",")
     n_test = args.n_test or (5 if args.quick else 20)
-    log = (lambda m: None) if args.quiet else (lambda m: print(f"[backdoor {time.strftime('%H:%M:%S')}] {m}",
-                                                               file=sys.stderr))
     results = []
     for name in [s.strip() for s in args.scenarios.split(",") if s.strip()]:
         scenario = build(name)

@@ -12,14 +12,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, when run from a checkout
 
 import torch  # noqa: E402
+from _common import common_args, setup  # noqa: E402  (this folder)
 
-from core.cache import Cache  # noqa: E402
 from core.data import build  # noqa: E402
 from core.features.experiments import flia_tables, fmt  # noqa: E402
 from core.models import train  # noqa: E402
@@ -65,17 +64,10 @@ def render(results: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="a few pairs per data set (minutes)")
-    ap.add_argument("--json", action="store_true", help="one JSON document on stdout")
-    ap.add_argument("--quiet", action="store_true", help="no progress messages on stderr")
+    common_args(ap, "a few pairs per data set (minutes)")
     ap.add_argument("--datasets", default="mnist,cifar10", help="comma-separated (default mnist,cifar10)")
-    ap.add_argument("--cache-dir", default=None, help="cache folder (default: attrex's)")
-    ap.add_argument("--threads", type=int, default=None, help="torch threads")
     args = ap.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    cache = Cache(args.cache_dir) if args.cache_dir else None
-    log = (lambda m: None) if args.quiet else (lambda m: print(f"[flia {time.strftime('%H:%M:%S')}] {m}", file=sys.stderr))
+    cache, log = setup(args, "flia")
     results = []
     for name in [d.strip() for d in args.datasets.split(",") if d.strip()]:
         n_test, per_test = (QUICK if args.quick else SIZES).get(name, QUICK["mnist"])
