@@ -2,7 +2,7 @@
 
 Sample sizes are scaled to a 2-core machine (the paper used 100 test x 1,000 training images
 per data set on two A100s): by default 40 test samples x their 5 strongest TracIn proponents
-on MNIST and 12 x 5 on CIFAR-10 (plus as many random pairs for Table 1); ``--quick``: 6 x 3
+on MNIST and 20 x 5 on CIFAR-10 (plus as many random pairs for Table 1); ``--quick``: 6 x 3
 and 4 x 3. The models are the scenarios' defaults (trained once, cached). The pairs, the
 metrics and their conventions are in :mod:`core.features.experiments`.
 """
@@ -26,7 +26,7 @@ from core.models import train  # noqa: E402
 PAPER = {  # CIFAR-10, ResNet-18 (the paper's Tables 1-3)
     "descent": (-0.5097, 0.0004), "ascent": (2.5005, -0.0099), "cdci": 0.6440, "ins": 0.6882, "del": 0.8807,
 }
-SIZES = {"mnist": (40, 5), "cifar10": (12, 5)}
+SIZES = {"mnist": (40, 5), "cifar10": (20, 5)}
 QUICK = {"mnist": (6, 3), "cifar10": (4, 3)}
 
 

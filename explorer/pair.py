@@ -64,7 +64,7 @@ def render(sc: Scenario, trained: TrainedModel, selection: state.Selection, meth
         cols = st.columns(5, gap="small")
         cols[0].image(to_image(x_test, scale), caption=f"Test #{test_id}", width="stretch")
         cols[1].image(to_image(x_train, scale), caption=f"Training #{i}", width="stretch")
-        cols[2].image(overlay(x_train, _tensor(f["heatmap"]), False, scale), width="stretch",
+        cols[2].image(overlay(x_train, f["heatmap"], False, scale), width="stretch",
                       caption="FLIA on the training image: |attribution|, red = most")
         _lrp(sc, trained, selection, split, row, i, target, x_test, x_train, scale, cols[3], cols[4])
         chart, notes = st.columns([3, 2])
@@ -74,16 +74,10 @@ def render(sc: Scenario, trained: TrainedModel, selection: state.Selection, meth
             f"**IL** (TracIn of this pair over the checkpoints) went from `{f['il_path'][0]:+.3g}` to "
             f"`{f['il_path'][-1]:+.3g}` ({f['il_change']:+.0%}) while no pixel moved by more than one grey "
             f"level; the model's confidence in the training label moved by {conf[1] - conf[0]:+.4f}.  \n"
-            f"FLIA splits that change over the pixels. Its sum misses {f['gap']:.0%} of it: the share of "
-            "the change that comes from activations switching along the path, which no gradient sees.")
+            f"FLIA splits that change over the pixels. Its sum misses {f['gap']:.0%} of it, mostly the part "
+            "that comes from activations switching along the path, which no gradient sees.")
         notes.caption("FLIA: Feature level instance attribution (anonymous, under review); "
                       "DualView-LRP: Yolcu et al. 2024.")
-
-
-def _tensor(a: np.ndarray):
-    import torch
-
-    return torch.from_numpy(np.ascontiguousarray(a))
 
 
 def _lrp(sc, trained, selection, split, row, i, target, x_test, x_train, scale, col_train, col_test) -> None:
@@ -106,9 +100,9 @@ def _lrp(sc, trained, selection, split, row, i, target, x_test, x_train, scale, 
         col_train.info(f"Training #{i} is no support vector of DualView's SVM: its DualView score is 0, so there "
                        "is nothing to propagate.")
         return
-    col_train.image(overlay(x_train, _tensor(lrp["train"]), True, scale), width="stretch",
+    col_train.image(overlay(x_train, lrp["train"], True, scale), width="stretch",
                     caption="DualView-LRP on the training image: red supports, blue opposes")
-    col_test.image(overlay(x_test, _tensor(lrp["test"]), True, scale), width="stretch",
+    col_test.image(overlay(x_test, lrp["test"], True, scale), width="stretch",
                    caption=f"… and on the test image (DualView score {lrp['score']:+.3g})")
 
 

@@ -97,7 +97,7 @@ def test_text_scenario_shows_a_table_and_the_text(isolated_cache):
     train(build("agnews"))
     at = AppTest.from_file(APP, default_timeout=120)
     at.query_params["scenario"] = "agnews"
-    at.session_state["methods"] = ["dualview"]  # quick to precompute on text (the default, tracin-rp, takes minutes)
+    at.session_state["methods"] = ["dualview"]  # the quickest precompute on text (tracin-rp: about 8 s)
     at.run()
     assert not at.exception
     assert at.title[0].value == "Explore · agnews"

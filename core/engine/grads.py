@@ -25,7 +25,7 @@ TRAK's ``log p_t / (1 - p_t) = z[t] - logsumexp_{c≠t} z[c]``.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -98,14 +98,21 @@ def per_sample_grads(
 
 @dataclass
 class GradBlocks:
-    """Per-sample gradients of ``N`` samples: ``dense [N, D0]`` plus linear layers as factors.
+    """Per-sample gradients of ``N`` samples: ``dense [N, D0]``, linear layers as factors, embeddings as lookups.
 
     ``factors[j] = (A [N, a_j], Δ [N, d_j])``: layer ``j``'s per-sample gradient is
     ``Δ[i] ⊗ A[i]`` (``A`` carries a trailing 1 when the bias is included).
+    ``lookups[j] = (ids [N, L], E [N, L, dim], V)`` (only when asked for, see
+    :func:`gradient_blocks`): an embedding table's per-sample gradient ``[V, dim]`` is
+    ``Σ_p onehot(ids[i, p]) ⊗ E[i, p]``, the rows of the tokens the sample uses (``L·dim``
+    numbers instead of ``V·dim``; padding rows carry zeros).
     """
 
     dense: torch.Tensor
     factors: list[tuple[torch.Tensor, torch.Tensor]]
+    lookups: list[tuple[torch.Tensor, torch.Tensor, int]] = field(default_factory=list)
+
+    PAIRS = 1 << 24  # token pairs compared at once by :meth:`dot`
 
     def __len__(self) -> int:
         return len(self.dense)
@@ -115,6 +122,13 @@ class GradBlocks:
         out = self.dense @ other.dense.T
         for (a, d), (a2, d2) in zip(self.factors, other.factors, strict=True):
             out += (d @ d2.T) * (a @ a2.T)
+        for (ids, e, _), (ids2, e2, _) in zip(self.lookups, other.lookups, strict=True):
+            # Σ_{p,q} [ids_p = ids2_q] E_p·E2_q, in row chunks that bound the [n, m, L, L'] comparison
+            step = max(1, self.PAIRS // max(1, len(ids2) * ids.shape[1] * ids2.shape[1]))
+            for s in range(0, len(ids), step):
+                same = ids[s: s + step, None, :, None] == ids2[None, :, None, :]
+                prods = torch.einsum("npd,mqd->nmpq", e[s: s + step], e2)
+                out[s: s + step] += (prods * same).sum((2, 3))
         return out
 
     def sq_norms(self) -> torch.Tensor:
@@ -122,28 +136,41 @@ class GradBlocks:
         out = self.dense.pow(2).sum(1)
         for a, d in self.factors:
             out += a.pow(2).sum(1) * d.pow(2).sum(1)
+        for ids, e, _ in self.lookups:
+            out += ((e @ e.transpose(1, 2)) * (ids[:, :, None] == ids[:, None, :])).sum((1, 2))
         return out
 
     def flat(self, start: int = 0, stop: int | None = None) -> torch.Tensor:
-        """The gradients of samples ``start:stop`` materialised as ``[b, D]`` (dense part first)."""
+        """The gradients of samples ``start:stop`` materialised as ``[b, D]`` (dense part, linear layers, embeddings)."""
         parts = [self.dense[start:stop]]
         for a, d in self.factors:
             parts.append((d[start:stop, :, None] * a[start:stop, None, :]).flatten(1))
+        for ids, e, vocab in self.lookups:
+            ids, e = ids[start:stop], e[start:stop]
+            width = e.shape[2]
+            table = torch.zeros(len(ids), vocab * width, dtype=e.dtype)
+            cols = ids[:, :, None] * width + torch.arange(width)
+            parts.append(table.scatter_add_(1, cols.flatten(1), e.flatten(1)))
         return torch.cat(parts, 1)
 
     def scale(self, factor: float) -> GradBlocks:
-        """The gradients times ``factor`` (applied to the dense part and to each ``Δ``)."""
-        return GradBlocks(self.dense * factor, [(a, d * factor) for a, d in self.factors])
+        """The gradients times ``factor`` (applied to the dense part, each ``Δ`` and each ``E``)."""
+        return GradBlocks(self.dense * factor, [(a, d * factor) for a, d in self.factors],
+                          [(ids, e * factor, v) for ids, e, v in self.lookups])
 
     @property
     def width(self) -> int:
         """Numbers stored per sample."""
-        return self.dense.shape[1] + sum(a.shape[1] + d.shape[1] for a, d in self.factors)
+        return (self.dense.shape[1] + sum(a.shape[1] + d.shape[1] for a, d in self.factors)
+                + sum(ids.shape[1] * (1 + e.shape[2]) for ids, e, _ in self.lookups))
 
     def to_tensors(self, prefix: str) -> dict[str, torch.Tensor]:
         out = {f"{prefix}/dense": self.dense.contiguous()}
         for j, (a, d) in enumerate(self.factors):
             out[f"{prefix}/A{j}"], out[f"{prefix}/D{j}"] = a.contiguous(), d.contiguous()
+        for j, (ids, e, vocab) in enumerate(self.lookups):
+            out[f"{prefix}/I{j}"], out[f"{prefix}/E{j}"] = ids.contiguous(), e.contiguous()
+            out[f"{prefix}/V{j}"] = torch.tensor(vocab)
         return out
 
     @classmethod
@@ -152,14 +179,20 @@ class GradBlocks:
         while f"{prefix}/A{j}" in tensors:
             factors.append((tensors[f"{prefix}/A{j}"], tensors[f"{prefix}/D{j}"]))
             j += 1
-        return cls(tensors[f"{prefix}/dense"], factors)
+        j, lookups = 0, []
+        while f"{prefix}/I{j}" in tensors:
+            lookups.append((tensors[f"{prefix}/I{j}"], tensors[f"{prefix}/E{j}"], int(tensors[f"{prefix}/V{j}"])))
+            j += 1
+        return cls(tensors[f"{prefix}/dense"], factors, lookups)
 
     @staticmethod
     def cat(parts: list[GradBlocks]) -> GradBlocks:
         dense = torch.cat([p.dense for p in parts])
         factors = [(torch.cat([p.factors[j][0] for p in parts]), torch.cat([p.factors[j][1] for p in parts]))
                    for j in range(len(parts[0].factors))]
-        return GradBlocks(dense, factors)
+        lookups = [(torch.cat([p.lookups[j][0] for p in parts]), torch.cat([p.lookups[j][1] for p in parts]),
+                    parts[0].lookups[j][2]) for j in range(len(parts[0].lookups))]
+        return GradBlocks(dense, factors, lookups)
 
 
 def _factorable_linears(model: nn.Module, names: list[str]) -> list[tuple[str, nn.Linear, bool, bool]]:
@@ -182,22 +215,36 @@ def dense_names(model: nn.Module, names: list[str]) -> list[str]:
     return [n for n in names if n not in linear]
 
 
+def _embeddings(model: nn.Module, names: list[str]) -> list[tuple[str, nn.Embedding]]:
+    """Embedding tables whose weight is selected."""
+    chosen = set(names)
+    return [(mname, m) for mname, m in model.named_modules()
+            if isinstance(m, nn.Embedding) and f"{mname}.weight" in chosen]
+
+
 def gradient_blocks(
     model: nn.Module, names: list[str], x: torch.Tensor, target: torch.Tensor, kind: str = "ce", chunk: int = 256,
+    lookups: bool = False,
 ) -> GradBlocks:
-    """Per-sample gradients of ``names`` for ``x``, factored where the layer is linear (see the module docstring)."""
+    """Per-sample gradients of ``names`` for ``x``, factored where the layer is linear (see the module docstring).
+
+    ``lookups``: keep each selected embedding table's gradient as the rows its sample looks up
+    (:attr:`GradBlocks.lookups`) instead of a dense ``V·dim`` vector per sample.
+    """
     model.eval()
     linears = _factorable_linears(model, names)
-    rest = dense_names(model, names)
+    tables = _embeddings(model, names) if lookups else []
+    skip = {f"{mname}.weight" for mname, _ in tables}
+    rest = [n for n in dense_names(model, names) if n not in skip]
     params = dict(model.named_parameters())
-    dense_parts, factor_parts = [], []
+    dense_parts, factor_parts, lookup_parts = [], [], []
     for start in range(0, len(x), chunk):
         xb, tb = x[start: start + chunk], target[start: start + chunk]
         captured: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
-        def hook(name, captured=captured):
+        def hook(name, captured=captured, flat=True):
             def fn(module, inputs, out):
-                if inputs[0].dim() != 2:
+                if flat and inputs[0].dim() != 2:
                     raise AttrexError(f"layer {name} sees inputs of shape {list(inputs[0].shape)}; expected [N, features]")
                 captured[name] = (inputs[0].detach(), out)
             return fn
@@ -206,21 +253,30 @@ def gradient_blocks(
         # linear layers' deltas (vmap's per-call set-up costs more than the whole backward here).
         single = [params[n] for n in rest] if len(xb) == 1 else []
         handles = [m.register_forward_hook(hook(mname)) for mname, m, _, _ in linears]
+        handles += [m.register_forward_hook(hook(mname, flat=False)) for mname, m in tables]
         try:
             with torch.enable_grad():
                 logits = model(xb)
-                outs = [captured[n][1] for n, *_ in linears]
+                outs = [captured[n][1] for n, *_ in linears] + [captured[n][1] for n, _ in tables]
                 grads = torch.autograd.grad(output(kind, logits, tb).sum(), outs + single) if outs or single else []
         finally:
             for h in handles:
                 h.remove()
-        deltas = grads[:len(outs)]
+        deltas = grads[:len(linears)]
         fac = []
         for (mname, _, w, b), delta in zip(linears, deltas, strict=True):
             a = captured[mname][0]
             cols = ([a] if w else []) + ([torch.ones(len(a), 1, dtype=a.dtype)] if b else [])
             fac.append((torch.cat(cols, 1), delta.detach()))
         factor_parts.append(fac)
+        looked = []
+        for (mname, m), e in zip(tables, grads[len(linears): len(outs)], strict=True):
+            ids = captured[mname][0]
+            e = e.detach()
+            if m.padding_idx is not None:  # nn.Embedding never updates its padding row
+                e = e.masked_fill((ids == m.padding_idx)[..., None], 0.0)
+            looked.append((ids, e, m.num_embeddings))
+        lookup_parts.append(looked)
         if single:
             dense_parts.append(torch.cat([g.reshape(1, -1) for g in grads[len(outs):]], 1))
         elif rest:
@@ -230,5 +286,6 @@ def gradient_blocks(
     dense = torch.cat(dense_parts)
     factors = [(torch.cat([f[j][0] for f in factor_parts]), torch.cat([f[j][1] for f in factor_parts]))
                for j in range(len(linears))]
-    return GradBlocks(dense, factors)
-
+    looked = [(torch.cat([p[j][0] for p in lookup_parts]), torch.cat([p[j][1] for p in lookup_parts]),
+               lookup_parts[0][j][2]) for j in range(len(tables))]
+    return GradBlocks(dense, factors, looked)

@@ -49,6 +49,17 @@ class Projector:
             self._blocks[b] = out
         return out
 
+    def hashes(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The count sketch's bucket and sign of input coordinates ``idx`` (any shape; ``sparse`` only)."""
+        bucket = torch.empty(idx.shape, dtype=torch.long)
+        sign = torch.empty(idx.shape)
+        blocks = idx // BLOCK
+        for b in blocks.unique().tolist():
+            at = blocks == b
+            bb, ss = self._block(b)
+            bucket[at], sign[at] = bb[idx[at] - b * BLOCK], ss[idx[at] - b * BLOCK]
+        return bucket, sign
+
     def __call__(self, g: torch.Tensor) -> torch.Tensor:
         if g.dim() != 2 or g.shape[1] != self.dim:
             raise AttrexError(f"projector expects [N, {self.dim}]; got {list(g.shape)}")
@@ -76,12 +87,17 @@ class BlockProjector:
     """
 
     def __init__(self, dense_dim: int, factor_dims: list[tuple[int, int]], out_dim: int, seed: int = 0,
-                 kind: str = "sparse"):
+                 kind: str = "sparse", lookup_dims: list[tuple[int, int]] = ()):
         self.out_dim, self.kind = out_dim, kind
         if kind == "gaussian":
-            total = dense_dim + sum(a * d for a, d in factor_dims)
+            total = dense_dim + sum(a * d for a, d in factor_dims) + sum(v * w for v, w in lookup_dims)
             self._flat = Projector(total, out_dim, seed, "gaussian")
             return
+        # an embedding's [V, dim] gradient: the count sketch with bucket (h1(v) + h2(j)) mod P and
+        # sign s1(v)·s2(j) (the tensor sketch's hash of the outer product, applied to the rows looked up)
+        self._lookups = [(Projector(v, out_dim, seed + 7919 * (2 * j + 1) + 104729, "sparse"),
+                          Projector(w, out_dim, seed + 7919 * (2 * j + 2) + 104729, "sparse"))
+                         for j, (v, w) in enumerate(lookup_dims)]
         self._dense = Projector(dense_dim, out_dim, seed, "sparse") if dense_dim else None
         self._factors = [(Projector(a, out_dim, seed + 7919 * (2 * j + 1), "sparse"),
                           Projector(d, out_dim, seed + 7919 * (2 * j + 2), "sparse"))
@@ -95,6 +111,11 @@ class BlockProjector:
         for (pa, pd), (a, d) in zip(self._factors, blocks.factors, strict=True):
             spectrum = torch.fft.rfft(pa(a), n=p) * torch.fft.rfft(pd(d), n=p)
             out += torch.fft.irfft(spectrum, n=p)
+        for (pv, pw), (ids, e, _) in zip(self._lookups, blocks.lookups, strict=True):
+            b1, s1 = pv.hashes(ids)                                   # [n, L]
+            b2, s2 = pw.hashes(torch.arange(e.shape[2]))              # [dim]
+            buckets = (b1[:, :, None] + b2) % p                       # [n, L, dim]
+            out.scatter_add_(1, buckets.flatten(1), (e * s1[:, :, None] * s2).flatten(1).to(out.dtype))
         return out
 
 

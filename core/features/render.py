@@ -30,11 +30,14 @@ def _upscale(a: np.ndarray, scale: int) -> np.ndarray:
     return np.repeat(np.repeat(a, scale, axis=0), scale, axis=1)
 
 
-def overlay(x: torch.Tensor, heat: torch.Tensor, signed: bool, scale: int = 4) -> np.ndarray:
-    """Heatmap ``[H, W]`` over the image ``x`` ``[C, H, W]`` (see the module docstring) as ``uint8 [H·s, W·s, 3]``."""
+def overlay(x: torch.Tensor, heat: torch.Tensor | np.ndarray, signed: bool, scale: int = 4) -> np.ndarray:
+    """Heatmap ``[H, W]`` (tensor or array) over the image ``x`` ``[C, H, W]`` as ``uint8 [H·s, W·s, 3]``.
+
+    See the module docstring for the colours.
+    """
     base = image_rgb(x, 1).astype(np.float64)
     grey = base.mean(2, keepdims=True) * 0.55 + 255 * 0.45 * 0.35  # a faded image under the colours
-    h = heat.detach().double().numpy()
+    h = heat.detach().double().numpy() if isinstance(heat, torch.Tensor) else np.asarray(heat, dtype=np.float64)
     top = np.abs(h).max()
     w = np.abs(h) / top if top > 0 else np.zeros_like(h)
     if signed:

@@ -57,7 +57,7 @@ class GradientSimilarity(RowwiseAttributor):
     over_checkpoints = True      # TracIn sums over checkpoints; GradDot/GradCos use the final model per class
     normalise = False            # GradCos
     params = (SUBSET, PROJECTION, DIM, SEED, STORAGE, MAX_GB)
-    version = "2"  # bump whenever the cached representation changes
+    version = "3"  # bump whenever the cached representation changes
 
     def __init__(self, trained, data, cache=None, **params):
         super().__init__(trained, data, cache=cache, **params)
@@ -71,9 +71,10 @@ class GradientSimilarity(RowwiseAttributor):
         self.storage = "float32"
         p = self.hparams
         if p["projection"] != "none":
-            probe = gradient_blocks(self.model, self.names, data.x[:1], data.y[:1], self.output_kind)
+            probe = gradient_blocks(self.model, self.names, data.x[:1], data.y[:1], self.output_kind, lookups=True)
             self._projector = BlockProjector(probe.dense.shape[1], [(a.shape[1], d.shape[1]) for a, d in probe.factors],
-                                             p["dim"], p["seed"], p["projection"])
+                                             p["dim"], p["seed"], p["projection"],
+                                             [(v, e.shape[2]) for _, e, v in probe.lookups])
             self.storage = p["storage"]
             if self.storage == "auto":  # decided on all rows, so that every shard stores alike
                 numbers = len(data) * len(self._slots()) * p["dim"]
@@ -88,7 +89,8 @@ class GradientSimilarity(RowwiseAttributor):
 
     def _represent(self, m: int, x: torch.Tensor, target: torch.Tensor) -> GradBlocks | torch.Tensor:
         """Gradient representation of ``x`` at model ``m``: factored blocks, or projected ``[N, P]``."""
-        blocks = gradient_blocks(self._models[m], self.names, x, target, self.output_kind, CHUNK)
+        blocks = gradient_blocks(self._models[m], self.names, x, target, self.output_kind, CHUNK,
+                                 lookups=self._projector is not None)  # embeddings as the rows looked up
         blocks = blocks.scale(self._weights[m])
         if self._projector is None:
             return blocks
