@@ -265,9 +265,12 @@ def write_features(scenario, trained, rec: dict, outdir: str, cache: Cache | Non
                 ids = scenario.x_train[i].tolist()
                 keep = [j for j, tok in enumerate(ids) if tok]
                 tokens = [scenario.vocab[ids[j]] for j in keep]
-                page = token_html(tokens, res.heatmap[keep].tolist(),
-                                  f"FLIA token scores of training text #{i} for test #{t['index']} (class {target})")
-                (out / f"{stem}-flia.html").write_text(page)
+                # descent lowers IL, so every token's FLIA is <= 0: shown as the share of the drop it carries
+                page = token_html(tokens, (-res.heatmap[keep]).tolist(),
+                                  f"FLIA of training text #{i} for test #{t['index']} (class {target}): the stronger "
+                                  "the colour, the more of the text's influence the word carries (-FLIA, descent)")
+                (out / f"{stem}-flia.html").write_text(f"<!doctype html><meta charset='utf-8'>{page}\n",
+                                                        encoding="utf-8")
                 feats["flia"]["file"] = f"{stem}-flia.html"
             else:
                 x = scenario.x_train[i]

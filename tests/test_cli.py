@@ -158,3 +158,17 @@ def test_explain_features_writes_heatmaps_next_to_the_pairs(capsys, tmp_path):
             # the DualView-LRP pair's score is the DualView score that ranked it
             assert f["dualview_lrp"]["dualview_score"] == pytest.approx(r["score"], rel=1e-3, abs=1e-6)
             assert all(abs(c - 1) <= 0.05 for c in f["dualview_lrp"]["conservation"] if c == c)
+
+
+def test_explain_features_on_text_writes_token_highlights(capsys, tmp_path):
+    out = tmp_path / "views"
+    args = ["--scenario", "agnews-backdoor", "--n-train", "240", "--n-test", "40", "--epochs", "2",
+            "--cache-dir", str(tmp_path / "cache"), "--quiet"]
+    code = main(["explain", *args, "--method", "tracin-rp", "--test", "0", "--k", "1", "--json", "--features", str(out)])
+    doc = json.loads(capsys.readouterr().out)
+    assert code == 0
+    for kind in ("proponents", "opponents"):
+        r = doc[kind][0]
+        page = (out / r["features"]["flia"]["file"]).read_text(encoding="utf-8")
+        assert page.startswith("<!doctype html>") and page.count("<span") >= 3  # one span per word
+        assert "dualview_lrp" not in r["features"]  # LRP is for images
