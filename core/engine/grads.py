@@ -112,7 +112,7 @@ class GradBlocks:
     factors: list[tuple[torch.Tensor, torch.Tensor]]
     lookups: list[tuple[torch.Tensor, torch.Tensor, int]] = field(default_factory=list)
 
-    PAIRS = 1 << 24  # token pairs compared at once by :meth:`dot`
+    GATHER = 1 << 25  # numbers gathered at once by :meth:`dot`
 
     def __len__(self) -> int:
         return len(self.dense)
@@ -122,13 +122,18 @@ class GradBlocks:
         out = self.dense @ other.dense.T
         for (a, d), (a2, d2) in zip(self.factors, other.factors, strict=True):
             out += (d @ d2.T) * (a @ a2.T)
-        for (ids, e, _), (ids2, e2, _) in zip(self.lookups, other.lookups, strict=True):
-            # Σ_{p,q} [ids_p = ids2_q] E_p·E2_q, in row chunks that bound the [n, m, L, L'] comparison
-            step = max(1, self.PAIRS // max(1, len(ids2) * ids.shape[1] * ids2.shape[1]))
-            for s in range(0, len(ids), step):
-                same = ids[s: s + step, None, :, None] == ids2[None, :, None, :]
-                prods = torch.einsum("npd,mqd->nmpq", e[s: s + step], e2)
-                out[s: s + step] += (prods * same).sum((2, 3))
+        for (ids, e, vocab), (ids2, e2, _) in zip(self.lookups, other.lookups, strict=True):
+            # ``other``'s tables densified per sample ([m, V, dim], m is a query batch), then each of
+            # our looked-up rows is gathered from them: Σ_p E[i, p] · T_j[ids[i, p]]
+            width = e.shape[2]
+            for m0 in range(0, len(ids2), 16):
+                tables = torch.zeros(min(16, len(ids2) - m0), vocab, width, dtype=e2.dtype)
+                for k in range(len(tables)):
+                    tables[k].index_add_(0, ids2[m0 + k], e2[m0 + k])
+                step = max(1, self.GATHER // max(1, ids.shape[1] * width * len(tables)))
+                for s in range(0, len(ids), step):
+                    rows = tables[:, ids[s: s + step]]                     # [t, n, L, dim]
+                    out[s: s + step, m0: m0 + len(tables)] += torch.einsum("npd,tnpd->nt", e[s: s + step], rows)
         return out
 
     def sq_norms(self) -> torch.Tensor:
@@ -168,20 +173,26 @@ class GradBlocks:
         out = {f"{prefix}/dense": self.dense.contiguous()}
         for j, (a, d) in enumerate(self.factors):
             out[f"{prefix}/A{j}"], out[f"{prefix}/D{j}"] = a.contiguous(), d.contiguous()
-        for j, (ids, e, vocab) in enumerate(self.lookups):
+        for j, (ids, e, _) in enumerate(self.lookups):
             out[f"{prefix}/I{j}"], out[f"{prefix}/E{j}"] = ids.contiguous(), e.contiguous()
-            out[f"{prefix}/V{j}"] = torch.tensor(vocab)
         return out
 
+    @property
+    def vocab_sizes(self) -> list[int]:
+        """The tables' row counts (not in :meth:`to_tensors`: every tensor there has one row per sample)."""
+        return [v for _, _, v in self.lookups]
+
     @classmethod
-    def from_tensors(cls, tensors: dict[str, torch.Tensor], prefix: str) -> GradBlocks:
+    def from_tensors(cls, tensors: dict[str, torch.Tensor], prefix: str, vocab_sizes: list[int] = ()) -> GradBlocks:
         j, factors = 0, []
         while f"{prefix}/A{j}" in tensors:
             factors.append((tensors[f"{prefix}/A{j}"], tensors[f"{prefix}/D{j}"]))
             j += 1
         j, lookups = 0, []
         while f"{prefix}/I{j}" in tensors:
-            lookups.append((tensors[f"{prefix}/I{j}"], tensors[f"{prefix}/E{j}"], int(tensors[f"{prefix}/V{j}"])))
+            if j >= len(vocab_sizes):
+                raise ValueError(f"{prefix}: looked-up embedding rows without the size of their table")
+            lookups.append((tensors[f"{prefix}/I{j}"], tensors[f"{prefix}/E{j}"], int(vocab_sizes[j])))
             j += 1
         return cls(tensors[f"{prefix}/dense"], factors, lookups)
 

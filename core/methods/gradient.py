@@ -90,7 +90,7 @@ class GradientSimilarity(RowwiseAttributor):
     def _represent(self, m: int, x: torch.Tensor, target: torch.Tensor) -> GradBlocks | torch.Tensor:
         """Gradient representation of ``x`` at model ``m``: factored blocks, or projected ``[N, P]``."""
         blocks = gradient_blocks(self._models[m], self.names, x, target, self.output_kind, CHUNK,
-                                 lookups=self._projector is not None)  # embeddings as the rows looked up
+                                 lookups=True)  # embeddings as the rows each sample looks up
         blocks = blocks.scale(self._weights[m])
         if self._projector is None:
             return blocks
@@ -99,7 +99,7 @@ class GradientSimilarity(RowwiseAttributor):
     def _check_budget(self) -> None:
         if self._projector is not None:
             return
-        probe = gradient_blocks(self.model, self.names, self.data.x[:1], self.data.y[:1], self.output_kind)
+        probe = gradient_blocks(self.model, self.names, self.data.x[:1], self.data.y[:1], self.output_kind, lookups=True)
         gb = probe.width * len(self.data) * len(self._slots()) * 4 / 1e9
         if gb > self.hparams["max_gb"]:
             raise AttrexError(
@@ -130,18 +130,29 @@ class GradientSimilarity(RowwiseAttributor):
         return tensors
 
     def _finish(self, tensors, progress):
-        return tensors, {"slots": len(self._slots()), "params": self.names}
+        return tensors, {"slots": len(self._slots()), "params": self.names, "vocab_sizes": self._vocab_sizes()}
+
+    def _vocab_sizes(self) -> list[int]:
+        """Row counts of the embedding tables whose gradients are kept as looked-up rows (exact path)."""
+        if self._projector is not None:
+            return []
+        chosen = set(self.names)
+        return [m.num_embeddings for name, m in self.model.named_modules()
+                if isinstance(m, torch.nn.Embedding) and f"{name}.weight" in chosen]
 
     def _restore(self, tensors, meta):
         self._train = []
-        kind = GradBlocks if self._projector is None else ProjectedRows
         for j in range(meta["slots"]):
-            self._train.append(kind.from_tensors(tensors, f"train/slot{j}"))
+            if self._projector is None:
+                self._train.append(GradBlocks.from_tensors(tensors, f"train/slot{j}", meta.get("vocab_sizes", [])))
+            else:
+                self._train.append(ProjectedRows.from_tensors(tensors, f"train/slot{j}"))
         self._train_norms = [_sq_norms(r).sqrt() for r in self._train] if self.normalise else None
 
     def _validate(self, tensors, meta):
         super()._validate(tensors, meta)
-        if meta.get("slots") != len(self._slots()) or meta.get("params") != self.names:
+        if (meta.get("slots") != len(self._slots()) or meta.get("params") != self.names
+                or meta.get("vocab_sizes", []) != self._vocab_sizes()):
             raise ValueError("cached gradients were computed for other checkpoints, classes or parameters")
         if self._projector is not None:
             want = STORAGE_TYPES[self.storage]
