@@ -47,6 +47,7 @@ import torch
 from core.cache import Cache
 from core.data import build, get_spec
 from core.errors import AttrexError
+from core.stats import rankdata, spearman  # noqa: F401  (rankdata: part of this module's API)
 
 TARGET_QUERY_MS = 50.0
 TARGET_SPEEDUP = 10.0
@@ -98,31 +99,6 @@ class BenchOptions:
 
 
 # ----------------------------------------------------------------------------- statistics
-
-
-def rankdata(x: torch.Tensor) -> torch.Tensor:
-    """Ranks ``1..n`` of a 1-d tensor, ties sharing their average rank (as ``scipy.stats.rankdata``)."""
-    x = x.double()
-    order = x.argsort()
-    xs = x[order]
-    n = len(x)
-    starts = torch.ones(n, dtype=torch.bool)
-    starts[1:] = xs[1:] != xs[:-1]
-    group = starts.cumsum(0) - 1                              # group id of each sorted position
-    first = torch.nonzero(starts).squeeze(1)                  # first sorted position of each group
-    size = torch.bincount(group, minlength=len(first))
-    avg = first.double() + (size.double() + 1) / 2            # average 1-based rank of each group
-    ranks = torch.empty(n, dtype=torch.float64)
-    ranks[order] = avg[group]
-    return ranks
-
-
-def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Spearman rank correlation of two score vectors (``nan`` if one is constant)."""
-    ra, rb = rankdata(a), rankdata(b)
-    ra, rb = ra - ra.mean(), rb - rb.mean()
-    denom = (ra.norm() * rb.norm()).item()
-    return float("nan") if denom == 0 else (ra @ rb).item() / denom
 
 
 def topk_overlap(a: torch.Tensor, b: torch.Tensor, k: int) -> int:

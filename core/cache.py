@@ -64,6 +64,14 @@ def make_key(parts: dict, version: str | int) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
+def tensor_digest(t: torch.Tensor) -> str:
+    """sha256 hex of a tensor's shape, dtype and bytes: its identity in a cache key."""
+    t = t.detach().cpu().contiguous()
+    h = hashlib.sha256(f"{tuple(t.shape)} {t.dtype}".encode())
+    h.update(memoryview(t.numpy()).cast("B"))
+    return h.hexdigest()
+
+
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:

@@ -241,7 +241,7 @@ def write_features(scenario, trained, rec: dict, outdir: str, cache: Cache | Non
     import torch
 
     from core.features import dualview_lrp, flia
-    from core.features.render import overlay, save_png, token_html
+    from core.features.render import flia_tokens_html, overlay, save_png
     from core.methods import TrainingData, create
 
     out = Path(outdir).expanduser()
@@ -262,13 +262,10 @@ def write_features(scenario, trained, rec: dict, outdir: str, cache: Cache | Non
             feats = {"flia": {"il_path": res.il_path.tolist(), "gap": float(res.gap),
                               "il_change": float(res.il_change), "direction": res.direction}}
             if text:
-                ids = scenario.x_train[i].tolist()
-                keep = [j for j, tok in enumerate(ids) if tok]
-                tokens = [scenario.vocab[ids[j]] for j in keep]
-                # descent lowers IL, so every token's FLIA is <= 0: shown as the share of the drop it carries
-                page = token_html(tokens, (-res.heatmap[keep]).tolist(),
-                                  f"FLIA of training text #{i} for test #{t['index']} (class {target}): the stronger "
-                                  "the colour, the more of the text's influence the word carries (-FLIA, descent)")
+                page = flia_tokens_html(
+                    scenario.vocab, scenario.x_train[i].tolist(), res.heatmap.numpy(),
+                    f"FLIA of training text #{i} for test #{t['index']} (class {target}): the stronger "
+                    "the colour, the more of the text's influence the word carries (-FLIA, descent)")
                 (out / f"{stem}-flia.html").write_text(f"<!doctype html><meta charset='utf-8'>{page}\n",
                                                         encoding="utf-8")
                 feats["flia"]["file"] = f"{stem}-flia.html"

@@ -14,7 +14,7 @@ import streamlit as st
 
 from core.data import Scenario
 from core.errors import AttrexError
-from core.features.render import overlay, token_html
+from core.features.render import flia_tokens_html, overlay
 from core.methods import REGISTRY
 from core.models import TrainedModel
 from explorer import state
@@ -125,13 +125,9 @@ def text_rows(sc: Scenario, trained: TrainedModel, selection: state.Selection, s
             heat = None
     flags = sc.truth.train_flags(ids.tolist())
     for r, (i, s, f) in enumerate(zip(ids.tolist(), scores.tolist(), flags, strict=True)):
-        tokens = sc.x_train[i].tolist()
-        keep = [j for j, t in enumerate(tokens) if t]
-        words = [sc.vocab[tokens[j]] for j in keep]
         st.markdown(f"**#{i}** · {sc.class_names[int(sc.y_train[i])]} · `{s:+.3g}`"
                     + (f" · {flags_markdown(sc, i, f)}" if f else ""))
         if heat is None:
-            st.markdown(" ".join(words))
+            st.markdown(sc.texts_train[i])
         else:
-            # FLIA's descent lowers IL, so every token's score is <= 0; shown by its magnitude
-            st.html(token_html(words, (-heat[r][keep]).tolist()))
+            st.html(flia_tokens_html(sc.vocab, sc.x_train[i].tolist(), heat[r]))

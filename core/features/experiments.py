@@ -44,6 +44,7 @@ from core.errors import AttrexError
 from core.features.flia import FLIA, FLIAResult
 from core.methods import TrainingData, create
 from core.models.training import TrainedModel, predict
+from core.stats import auc, pearson
 
 Log = Callable[[str], None]
 
@@ -60,28 +61,6 @@ def _mean(xs) -> float:
 def _median(xs) -> float:
     xs = [x for x in xs if x == x]
     return float(statistics.median(xs)) if xs else float("nan")
-
-
-def pearson(a: torch.Tensor, b: torch.Tensor) -> float:
-    a, b = a.double() - a.double().mean(), b.double() - b.double().mean()
-    den = (a.norm() * b.norm()).item()
-    return (a @ b).item() / den if den > 0 else float("nan")
-
-
-def auc(scores: torch.Tensor, positive: torch.Tensor) -> float:
-    """Area under the ROC curve of ``scores`` for the boolean ``positive`` (ties count one half)."""
-    pos, neg = scores[positive].double(), scores[~positive].double()
-    if not len(pos) or not len(neg):
-        return float("nan")
-    ranks = torch.cat([pos, neg]).argsort().argsort().double() + 1  # no ties in continuous scores
-    all_scores = torch.cat([pos, neg])
-    # average ranks over ties
-    uniq, inv = all_scores.unique(return_inverse=True)
-    if len(uniq) < len(all_scores):
-        sums = torch.zeros(len(uniq), dtype=torch.float64).index_add_(0, inv, ranks)
-        counts = torch.zeros(len(uniq), dtype=torch.float64).index_add_(0, inv, torch.ones_like(ranks))
-        ranks = (sums / counts)[inv]
-    return ((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg))).item()
 
 
 # ----------------------------------------------------------------------------- pairs

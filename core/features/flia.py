@@ -38,7 +38,6 @@ masks them), so their gradient, step and score are exactly zero.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,7 +46,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, grad_and_value, vmap
 
-from core.cache import Cache, make_key
+from core.cache import Cache, make_key, tensor_digest
 from core.engine.grads import select_params
 from core.errors import AttrexError
 from core.models.training import TrainedModel, predict
@@ -286,10 +285,6 @@ def _batch(x: torch.Tensor, y, x_test: torch.Tensor, text: bool, n_classes: int,
     return x, y.long()
 
 
-def _digest(t: torch.Tensor) -> str:
-    return hashlib.sha256(t.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
-
-
 # ----------------------------------------------------------------------------- the cached API
 
 
@@ -305,7 +300,8 @@ def flia(trained: TrainedModel, x_train: torch.Tensor, y_train: int, x_test: tor
     base, y = explainer.batch(x_train, y_train)
     if len(base) != 1:
         raise AttrexError("flia() explains one training input; use FLIA(...).run(...) for a batch")
-    parts = {"model": trained.key, "x_train": _digest(base), "y_train": int(y[0]), "x_test": _digest(explainer.x_test),
+    parts = {"model": trained.key, "x_train": tensor_digest(base), "y_train": int(y[0]),
+             "x_test": tensor_digest(explainer.x_test),
              "target": explainer.target, "steps": steps, "eta": eta, "direction": direction, "subset": subset}
     art = (cache or Cache()).get_or_compute(
         "features", make_key(parts, f"flia-{VERSION}"),

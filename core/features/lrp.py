@@ -73,7 +73,6 @@ training index, the class and the composite.
 from __future__ import annotations
 
 import copy
-import hashlib
 import logging
 import operator
 import time
@@ -91,7 +90,7 @@ from zennit.torchvision import ResNetCanonizer
 from zennit.types import Activation, AvgPool, BatchNorm, Convolution
 from zennit.types import Linear as AnyLinear
 
-from core.cache import Cache, make_key
+from core.cache import Cache, make_key, tensor_digest
 from core.errors import AttrexError
 from core.methods.representer import penultimate
 from core.models.architectures import (
@@ -321,13 +320,8 @@ def _check_index(train_index, n: int) -> int:
 
 
 def _key(method, x: torch.Tensor, train_index: int, target: int, composite: str) -> str:
-    blob = x.detach().cpu().contiguous()
-    parts = {
-        "method": method.cache_key(),
-        "x_sha256": hashlib.sha256(blob.numpy().tobytes()).hexdigest(),
-        "x_shape": list(blob.shape), "x_dtype": str(blob.dtype),
-        "train_index": train_index, "target": target, "composite": composite,
-    }
+    parts = {"method": method.cache_key(), "x": tensor_digest(x), "train_index": train_index, "target": target,
+             "composite": composite}
     return make_key(parts, VERSION)
 
 

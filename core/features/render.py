@@ -67,3 +67,14 @@ def token_html(tokens: list[str], scores: list[float] | np.ndarray, caption: str
         spans.append(f"<span style='{style}' title='{v:+.3g}'>{html.escape(t)}</span>")
     head = f"<div style='font-size:0.8rem;color:#64748b'>{html.escape(caption)}</div>" if caption else ""
     return f"{head}<div style='line-height:1.9;font-size:1.0rem'>" + " ".join(spans) + "</div>"
+
+
+def flia_tokens_html(vocab: list[str], ids: list[int], flia_scores, caption: str = "") -> str:
+    """A text's words (padding dropped) highlighted by the share of the IL drop each carries.
+
+    ``flia_scores`` are FLIA token scores of a descent path (``[L]``, one per position of
+    ``ids``): descent lowers IL, so every score is <= 0, and ``−FLIA`` is shown.
+    """
+    keep = [j for j, t in enumerate(ids) if t]
+    scores = np.asarray(flia_scores, dtype=np.float64)
+    return token_html([vocab[ids[j]] for j in keep], (-scores[keep]).tolist(), caption)

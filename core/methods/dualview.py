@@ -209,9 +209,7 @@ class DualView(LastLayerMethod):
     def _compute(self, progress: Progress | None):
         t0 = time.perf_counter()
         p = self.hparams
-        if progress:
-            progress(0.0, "penultimate features")
-        feats = self._train_features()
+        feats = self._train_features(progress)
         y = self.data.y.long()
         sol = solve_crammer_singer(feats.numpy(), y.numpy(), self.data.n_classes, p["C"], p["tol"],
                                    p["max_epochs"], p["seed"], progress)

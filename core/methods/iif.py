@@ -86,7 +86,6 @@ and 80 s / 130 s); one thread (``torch.set_num_threads(1)``) keeps the head case
 from __future__ import annotations
 
 import copy
-import hashlib
 from dataclasses import dataclass
 
 import torch
@@ -94,6 +93,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
+from core.cache import tensor_digest
 from core.engine.grads import gradient_blocks, n_params, output, select_params
 from core.engine.projection import Projector
 from core.errors import AttrexError
@@ -408,7 +408,7 @@ class IntegratedInfluence(Attributor):
 
     def _run(self, x1: torch.Tensor, c1: torch.Tensor, sign: float) -> _Run:
         """Integrated influence ``I`` ``[n]`` of one test point ``x1`` ``[1, ...]`` for class ``c1`` ``[1]``."""
-        key = (hashlib.sha256(x1.contiguous().numpy().tobytes()).hexdigest(), int(c1), sign)
+        key = (tensor_digest(x1), int(c1), sign)
         if key in self._memo:
             return self._memo[key]
         p = self.hparams

@@ -110,7 +110,9 @@ def agreement(logits_a: torch.Tensor, logits_b: torch.Tensor) -> float:
 class LastLayerMethod(Attributor):
     """Shared plumbing: penultimate features of the training set and surrogate diagnostics."""
 
-    def _train_features(self) -> torch.Tensor:
+    def _train_features(self, progress: Progress | None = None) -> torch.Tensor:
+        if progress:
+            progress(0.0, "penultimate features")
         return penultimate(self.model, self.data.x)
 
     def _test_split(self) -> torch.Tensor | None:
@@ -240,9 +242,7 @@ class RepresenterL2(LastLayerMethod):
     def _compute(self, progress: Progress | None):
         t0 = time.perf_counter()
         p = self.hparams
-        if progress:
-            progress(0.0, "penultimate features")
-        feats = self._train_features()
+        feats = self._train_features(progress)
         n, k = len(feats), self.data.n_classes
         if p["targets"] == "labels":
             targets = F.one_hot(self.data.y.long(), k).double()
@@ -339,9 +339,7 @@ class RepresenterLJE(LastLayerMethod):
         if size > MAX_HESSIAN:
             raise AttrexError(f"the last layer has {size} parameters; representer-lje materialises its Hessian "
                               f"and accepts at most {MAX_HESSIAN}")
-        if progress:
-            progress(0.0, "penultimate features")
-        feats = self._train_features()
+        feats = self._train_features(progress)
         n, d = feats.shape
         onehot = F.one_hot(self.data.y.long(), k).double()
         w_hat = head_matrix(self.model)
