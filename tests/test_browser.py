@@ -72,15 +72,18 @@ def test_explore_page_in_chromium(browser, server, tmp_path):
     page.goto(server)
     page.get_by_text("Explore · mnist").wait_for(timeout=90_000)
     try:
-        page.get_by_text("Test #0").wait_for(timeout=30_000)
+        page.get_by_text("Test #0", exact=True).wait_for(timeout=30_000)
         # the gallery's first page: 40 sample images plus the detail image, all loaded
         page.wait_for_function(
             "[...document.querySelectorAll('img')].filter(i => i.complete && i.naturalWidth > 0).length >= 41",
             timeout=30_000,
         )
         page.get_by_role("button", name="#7", exact=True).click()
-        page.get_by_text("Test #7").wait_for(timeout=30_000)
+        page.get_by_text("Test #7", exact=True).wait_for(timeout=30_000)
         assert "Test accuracy" in page.inner_text("body")
+        # the default method's precompute runs in the background; its answer names the chosen sample
+        page.get_by_text("of test #7;").first.wait_for(timeout=120_000)
+        assert "answered in" in page.inner_text("body")
     finally:
         page.screenshot(path=str(tmp_path / "explore.png"), full_page=True)  # kept by pytest for a look
     assert not errors, errors
