@@ -1,5 +1,6 @@
 """DualView-LRP: conservation, the score identity, an untouched model, the cache, input checks and
-heatmaps that sit on the digit, on the default MNIST CNN and on a SmallResNet with BatchNorm."""
+heatmaps that sit on the digit, on the default MNIST CNN and on residual nets with BatchNorm (SmallResNet
+and torchvision's ResNet-18)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from core.features import LRPResult, dualview_lrp
 from core.features.lrp import COMPOSITES, build_composite, propagate
 from core.methods import TrainingData, create
 from core.models import TrainedModel
-from core.models.architectures import LogisticRegression, SmallResNet, TextClassifier
+from core.models.architectures import LogisticRegression, ResNet18, SmallResNet, TextClassifier
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -34,13 +35,10 @@ def pairs(method, x_test, n: int = 3) -> list[tuple[torch.Tensor, int]]:
     return out
 
 
-@pytest.fixture(scope="module")
-def resnet_small():
-    """An untrained SmallResNet whose BatchNorms hold running statistics far from (0, 1) and affine parameters
-    far from (1, 0), so merging them into the convolutions changes the weights a lot, and a DualView on 100
-    random images."""
-    torch.manual_seed(0)
-    net = SmallResNet(3, 10)
+def _residual_net(net: torch.nn.Module, key: str):
+    """An untrained residual net whose BatchNorms hold running statistics far from (0, 1) and affine
+    parameters far from (1, 0), so merging them into the convolutions changes the weights a lot, and a
+    DualView on 100 random images (the caller seeds torch before building ``net``)."""
     bns = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     with torch.no_grad():
         for bn in bns:
@@ -52,9 +50,23 @@ def resnet_small():
     net.eval()
     assert all((bn.running_var - 1).abs().max() > 0.2 or bn.running_mean.abs().max() > 0.2 for bn in bns)
     x, y = torch.rand(100, 3, 32, 32), torch.arange(100) % 10
-    trained = TrainedModel.wrap(net, "test-lrp-resnet-small")
+    trained = TrainedModel.wrap(net, key)
     method = create("dualview", trained, TrainingData(x, y, 10, "test-lrp-random-3x32x32")).fit()
     return method, torch.rand(3, 3, 32, 32)
+
+
+@pytest.fixture(scope="module")
+def resnet_small():
+    torch.manual_seed(0)
+    return _residual_net(SmallResNet(3, 10), "test-lrp-resnet-small")
+
+
+@pytest.fixture(scope="module")
+def resnet18():
+    """torchvision's ResNet-18 (adapted to 32×32): zennit's ResNet canonizer, BasicBlocks with and without a
+    downsampling shortcut."""
+    torch.manual_seed(0)
+    return _residual_net(ResNet18(3, 10), "test-lrp-resnet18")
 
 
 def no_hooks(model: torch.nn.Module) -> bool:
@@ -64,14 +76,14 @@ def no_hooks(model: torch.nn.Module) -> bool:
 
 # ----- conservation and the score identity ----------------------------------------------------------
 @pytest.mark.parametrize("composite", COMPOSITES)
-@pytest.mark.parametrize("arch", ["cnn", "resnet-small"])
+@pytest.mark.parametrize("arch", ["cnn", "resnet-small", "resnet18"])
 def test_relevance_is_conserved(request, mnist, arch, composite):
     """Σ input relevance ≈ Σ_j R_j on the test and on the training input (required for ε; the display
     composites conserve too, the bias's share being handed back to the inputs)."""
     if arch == "cnn":
         method, x_test = request.getfixturevalue("cnn"), mnist.x_test
     else:
-        method, x_test = request.getfixturevalue("resnet_small")
+        method, x_test = request.getfixturevalue(arch.replace("-", "_"))
     for x, i in pairs(method, x_test, 2):
         r = dualview_lrp(method, x, i, composite=composite)
         total = float(r.feature_relevance.double().sum())
@@ -108,11 +120,11 @@ def test_score_identity(mnist, cnn, mnist_trained):
     assert r.target == 7 and r.score == pytest.approx(float(cnn.scores(mnist.x_test[0], 7)[0, 3]), rel=1e-5, abs=1e-7)
 
 
-def test_score_identity_resnet_and_logreg(resnet_small, tmp_path):
-    method, x_test = resnet_small
-    for x, i in pairs(method, x_test, 1):
-        r = dualview_lrp(method, x, i, composite="epsilon")
-        assert r.score == pytest.approx(float(method.scores(x, r.target)[0, i]), rel=1e-5, abs=1e-7)
+def test_score_identity_resnet_and_logreg(resnet_small, resnet18, tmp_path):
+    for method, x_test in (resnet_small, resnet18):
+        for x, i in pairs(method, x_test, 1):
+            r = dualview_lrp(method, x, i, composite="epsilon")
+            assert r.score == pytest.approx(float(method.scores(x, r.target)[0, i]), rel=1e-5, abs=1e-7)
     # logistic regression: the features are the pixels, so the input relevance is R itself
     torch.manual_seed(1)
     x, y = torch.rand(60, 1, 6, 6), torch.arange(60) % 3
@@ -125,8 +137,8 @@ def test_score_identity_resnet_and_logreg(resnet_small, tmp_path):
 
 
 # ----- the model is left as it was -----------------------------------------------------------------
-def test_the_model_is_unchanged(mnist, cnn, mnist_trained, resnet_small):
-    for method, x in ((cnn, mnist.x_test[:8]), (resnet_small[0], resnet_small[1])):
+def test_the_model_is_unchanged(mnist, cnn, mnist_trained, resnet_small, resnet18):
+    for method, x in ((cnn, mnist.x_test[:8]), resnet_small, resnet18):
         model = method.model
         state = {k: v.clone() for k, v in model.state_dict().items()}
         with torch.no_grad():
