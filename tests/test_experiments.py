@@ -9,12 +9,15 @@ import torch
 import torch.nn.functional as F
 
 from core.data import build, get_spec
+from core.errors import AttrexError
 from core.features import FLIA
 from core.features.experiments import (
+    PAIR_KINDS,
     auc,
     backdoor_detection,
     flia_tables,
     insertion_deletion,
+    same_class_pairs,
     unlearning_confidence_change,
 )
 from core.models import default_config, train
@@ -67,13 +70,39 @@ def test_insertion_deletion_ends_where_the_path_does(mnist, mnist_trained):
 def test_flia_tables_on_a_few_pairs(mnist, mnist_trained):
     r = flia_tables(mnist, mnist_trained, n_test=2, per_test=2)
     t1, t2, t3 = r["table1"], r["table2"], r["table3"]
-    assert t1["proponents/descent"]["pairs"] == 4 and t1["random/ascent"]["pairs"] == 4
-    assert t1["proponents/descent"]["il_change_mean"] < 0 < t1["proponents/ascent"]["il_change_mean"]
-    assert t1["proponents/descent"]["abs_confidence_change_mean"] <= 0.01
-    # unlearning a point whose influence FLIA raised moves the test confidence more and more
-    assert t2["ascent"]["cdci_mean"] > 0.5 > t2["descent"]["cdci_mean"]
-    assert t3["ins"] < t3["del"]  # measured 0.918 vs 0.997 on 12 pairs
-    assert r["flia_seconds_per_pair"] > 0
+    assert all(t1[f"{k}/{d}"]["pairs"] == 4 for k in PAIR_KINDS for d in ("descent", "ascent"))
+    for kind in ("proponents", "same-class"):
+        assert t1[f"{kind}/descent"]["il_change_mean"] < 0 < t1[f"{kind}/ascent"]["il_change_mean"]
+        assert t1[f"{kind}/descent"]["abs_confidence_change_mean"] <= 0.01
+        # unlearning a point whose influence FLIA raised moves the test confidence more and more
+        assert t2[kind]["ascent"]["cdci_mean"] > 0.5 > t2[kind]["descent"]["cdci_mean"]
+        assert t2[kind]["ascent"]["pairs"] == 4 and t3[kind]["pairs"] == 4
+        assert t3[kind]["ins"] < t3[kind]["del"]  # measured 0.918 vs 0.997 on 12 proponent pairs
+    assert r["flia_seconds_per_pair"] > 0 and r["arch"] == "cnn" and r["test_accuracy"] > 0.9
+
+
+def test_flia_tables_on_chosen_kinds_fit_no_ranker(mnist, mnist_trained, monkeypatch):
+    import core.features.experiments as ex
+
+    def no_ranker(*a, **k):
+        raise AssertionError("the proponent ranker was fitted")
+
+    monkeypatch.setattr(ex, "proponent_pairs", no_ranker)
+    r = flia_tables(mnist, mnist_trained, n_test=2, per_test=1, kinds=("random", "same-class"))
+    assert r["kinds"] == ["same-class", "random"] and set(r["table1"]) == {
+        "same-class/descent", "same-class/ascent", "random/descent", "random/ascent"}
+    assert set(r["table2"]) == set(r["table3"]) == {"same-class"} and r["table3"]["same-class"]["pairs"] == 2
+    with pytest.raises(AttrexError, match="unknown"):
+        flia_tables(mnist, mnist_trained, n_test=1, per_test=1, kinds=("opponents",))
+
+
+def test_same_class_pairs_are_of_the_test_samples_class(mnist):
+    tests = [0, 5, 9]
+    pairs = same_class_pairs(mnist, tests, per_test=4, seed=3)
+    assert [len(p) for p in pairs] == [4, 4, 4]
+    for i, ids in zip(tests, pairs, strict=True):
+        assert len(set(ids.tolist())) == 4 and (mnist.y_train[ids] == mnist.y_test[i]).all()
+    assert all(torch.equal(a, b) for a, b in zip(pairs, same_class_pairs(mnist, tests, 4, seed=3), strict=True))
 
 
 def test_backdoor_detection_reports_every_figure():

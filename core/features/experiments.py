@@ -1,9 +1,12 @@
 """The FLIA paper's experiments (its Tables 1–3) and backdoor-trigger detection, on attrex's scenarios.
 
-Pairs. The paper pairs random training and test samples of CIFAR-10 and three other data
-sets (ResNet-18, DenseNet-121). Here a pair is a test sample and one of its ``per_test``
-strongest TracIn proponents (``tracin-rp``, the pairs a user opens in the app; IL > 0, so a
-relative change is well defined); Table 1 also reports random pairs, as in the paper.
+Pairs. The paper draws 100 training and 10 test images per class of CIFAR-10 (and of three
+other data sets; ResNet-18, DenseNet-121) and pairs each test image with the training images
+of its own class: 10 × 100 × 10 = 10,000 pairs, the count its Table 1 gives. Here a test
+sample (drawn round-robin over the classes) is paired with ``per_test`` training points of
+three kinds (:data:`PAIR_KINDS`): its strongest TracIn proponents (``tracin-rp``, the pairs a
+user opens in the app; IL > 0), random training points of its own class (the paper's
+pairs, scaled down), and random training points of any class (Table 1 only).
 
 - **Table 1** (:func:`il_change_table`): after ``steps`` sign-gradient steps, the mean and
   median relative IL change ``(IL(x^T) − IL(x^0)) / |IL(x^0)|`` and the mean change of the
@@ -70,13 +73,17 @@ def proponent_pairs(scenario: Scenario, trained: TrainedModel, n_test: int, per_
                     cache: Cache | None = None, method: str = "tracin-rp") -> list[tuple[int, torch.Tensor]]:
     """``(test index, training ids)`` for ``n_test`` test samples spread over the classes, each with its top proponents."""
     ranker = create(method, trained, TrainingData.of(scenario), cache=cache).fit()
-    g = torch.Generator().manual_seed(seed)
-    order = torch.randperm(len(scenario.y_test), generator=g)
-    # round-robin over classes so that every class is represented
-    by_class = [order[scenario.y_test[order] == c] for c in range(scenario.n_classes)]
-    picked = [int(ids[j]) for j in range(len(order)) for ids in by_class if j < len(ids)][:n_test]
+    picked = pick_tests(scenario, n_test, seed)
     top = ranker.top_k(scenario.x_test[picked], k=per_test)
     return [(i, top.proponents[r]) for r, i in enumerate(picked)]
+
+
+def pick_tests(scenario: Scenario, n_test: int, seed: int = 0) -> list[int]:
+    """``n_test`` random test indices, round-robin over the classes so that every class is represented."""
+    g = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(scenario.y_test), generator=g)
+    by_class = [order[scenario.y_test[order] == c] for c in range(scenario.n_classes)]
+    return [int(ids[j]) for j in range(len(order)) for ids in by_class if j < len(ids)][:n_test]
 
 
 # ----------------------------------------------------------------------------- Table 1
@@ -163,47 +170,81 @@ def insertion_deletion(ex: FLIA, x0: torch.Tensor, y: torch.Tensor, run: FLIARes
 # ----------------------------------------------------------------------------- all three tables
 
 
+PAIR_KINDS = ("proponents", "same-class", "random")
+
+
+def same_class_pairs(scenario: Scenario, tests: list[int], per_test: int, seed: int = 0) -> list[torch.Tensor]:
+    """For each test index, ``per_test`` random training points of the test sample's own class (the paper's pairs)."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for i in tests:
+        pool = torch.nonzero(scenario.y_train == scenario.y_test[i]).flatten()
+        out.append(pool[torch.randperm(len(pool), generator=g)[:per_test]])
+    return out
+
+
 def flia_tables(scenario: Scenario, trained: TrainedModel, n_test: int, per_test: int, steps: int = 10,
-                seed: int = 0, cache: Cache | None = None, log: Log = _quiet) -> dict:
-    """Tables 1–3 of the FLIA paper on ``scenario`` (images), with the pairs described in the module docstring."""
+                seed: int = 0, cache: Cache | None = None, log: Log = _quiet,
+                kinds: tuple[str, ...] = PAIR_KINDS) -> dict:
+    """Tables 1–3 of the FLIA paper on ``scenario`` (images), with the pairs described in the module docstring:
+    Table 1 for every kind in ``kinds`` (a subset of :data:`PAIR_KINDS`; without ``proponents`` no ranker is
+    fitted, which spares a large model's TracIn precompute), Tables 2 and 3 for proponents and same-class pairs."""
     if scenario.kind == "text":
         raise AttrexError("the FLIA tables are for image scenarios")
+    unknown = [k for k in kinds if k not in PAIR_KINDS]
+    if unknown or not kinds:
+        raise AttrexError(f"pair kinds {unknown or '(none)'} unknown; accepted: {', '.join(PAIR_KINDS)}")
+    kinds = tuple(k for k in PAIR_KINDS if k in kinds)
     t0 = time.perf_counter()
-    pairs = proponent_pairs(scenario, trained, n_test, per_test, seed, cache)
-    g = torch.Generator().manual_seed(seed + 1)
-    runs: dict[str, list[FLIAResult]] = {f"{p}/{d}": [] for p in ("proponents", "random") for d in ("descent", "ascent")}
-    cd = {"ascent": [], "descent": []}
-    ins, dele, ins_r, del_r = [], [], [], []
+    pairs: dict[str, list[torch.Tensor]] = {}
+    if "proponents" in kinds:
+        proponents = proponent_pairs(scenario, trained, n_test, per_test, seed, cache)
+        tests = [i for i, _ in proponents]
+        pairs["proponents"] = [ids for _, ids in proponents]
+    else:
+        tests = pick_tests(scenario, n_test, seed)
+    if "same-class" in kinds:
+        pairs["same-class"] = same_class_pairs(scenario, tests, per_test, seed + 2)
+    if "random" in kinds:
+        g = torch.Generator().manual_seed(seed + 1)
+        pairs["random"] = [torch.randint(0, len(scenario.y_train), (per_test,), generator=g) for _ in tests]
+    runs: dict[str, list[FLIAResult]] = {f"{p}/{d}": [] for p in kinds for d in ("descent", "ascent")}
+    full = tuple(k for k in ("proponents", "same-class") if k in kinds)  # the kinds that get Tables 2 and 3
+    cd = {p: {"ascent": [], "descent": []} for p in full}
+    t3 = {p: {"ins": [], "del": [], "ins_random": [], "del_random": []} for p in full}
     pair_seconds = []
-    for n, (i, ids) in enumerate(pairs):
+    for n, i in enumerate(tests):
         x_test = scenario.x_test[i]
         ex = FLIA(trained, x_test)
-        x0, y = ex.batch(scenario.x_train[ids], scenario.y_train[ids])
         t1 = time.perf_counter()
-        for d in ("descent", "ascent"):
-            run = ex.run(x0, y, steps, direction=d, keep_path=True)
-            runs[f"proponents/{d}"].append(run)
-            cd[d] += cdci(trained, run, y, x_test)
-            if d == "descent":
-                pair_seconds.append((time.perf_counter() - t1) / len(ids))
-                a, b = insertion_deletion(ex, x0, y, run)
-                ins += a
-                dele += b
-                a, b = insertion_deletion(ex, x0, y, run, order="random", seed=seed + n)
-                ins_r += a
-                del_r += b
-        rand = torch.randint(0, len(scenario.y_train), (len(ids),), generator=g)
-        xr, yr = ex.batch(scenario.x_train[rand], scenario.y_train[rand])
-        for d in ("descent", "ascent"):
-            runs[f"random/{d}"].append(ex.run(xr, yr, steps, direction=d))
-        log(f"pair group {n + 1}/{len(pairs)} (test {i}): {time.perf_counter() - t1:.1f} s")
+        for kind in kinds:
+            ids = pairs[kind][n]
+            x0, y = ex.batch(scenario.x_train[ids], scenario.y_train[ids])
+            for d in ("descent", "ascent"):
+                t2 = time.perf_counter()
+                run = ex.run(x0, y, steps, direction=d, keep_path=kind in full)
+                if kind == kinds[0] and d == "descent":
+                    pair_seconds.append((time.perf_counter() - t2) / len(ids))
+                runs[f"{kind}/{d}"].append(run)
+                if kind not in full:
+                    continue
+                cd[kind][d] += cdci(trained, run, y, x_test)
+                if d == "descent":
+                    for order, suffix in (("flia", ""), ("random", "_random")):
+                        a, b = insertion_deletion(ex, x0, y, run, order=order, seed=seed + n)
+                        t3[kind]["ins" + suffix] += a
+                        t3[kind]["del" + suffix] += b
+        log(f"test sample {n + 1}/{len(tests)} (#{i}): {time.perf_counter() - t1:.1f} s")
     return {
         "scenario": scenario.spec.name or scenario.spec.dataset, "arch": trained.config.arch,
-        "n_train": len(scenario.y_train), "test_samples": len(pairs), "per_test": per_test, "steps": steps,
+        "test_accuracy": trained.test_accuracy, "n_train": len(scenario.y_train), "test_samples": len(tests),
+        "per_test": per_test, "steps": steps, "kinds": list(kinds),
         "table1": il_change_table(runs),
-        "table2": {d: {"pairs": len(v), "cdci_mean": _mean(v), "cdci_median": _median(v)} for d, v in cd.items()},
-        "table3": {"pairs": len(ins), "ins": _mean(ins), "del": _mean(dele), "ins_random": _mean(ins_r),
-                   "del_random": _mean(del_r), "ins_below_del_share": _mean([float(a < b) for a, b in zip(ins, dele, strict=True)])},
+        "table2": {p: {d: {"pairs": len(v), "cdci_mean": _mean(v), "cdci_median": _median(v)} for d, v in cd[p].items()}
+                   for p in full},
+        "table3": {p: {"pairs": len(t["ins"]), **{k: _mean(v) for k, v in t.items()},
+                       "ins_below_del_share": _mean([float(a < b) for a, b in zip(t["ins"], t["del"], strict=True)])}
+                   for p, t in t3.items()},
         "flia_seconds_per_pair": _median(pair_seconds), "seconds": time.perf_counter() - t0,
     }
 
