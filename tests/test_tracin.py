@@ -434,3 +434,21 @@ def test_embedding_gradients_as_lookups_equal_the_dense_ones(agnews_small):
     table = rows.flat()[:, -vocab * width:]
     expected = rest + torch.zeros(len(x), p).index_add_(1, bucket, table * sign)
     assert rel_err(proj(rows), expected) <= 1e-6                       # measured 8e-8
+
+
+def test_gradient_batches_shrink_with_the_model_and_keep_the_scores(mnist, mnist_trained, probe, tmp_path, monkeypatch):
+    """Rows of per-sample gradients per batch are bounded by memory (ResNet-18: 24 rows, where 1,024 would
+    need 45 GB); a fit in batches of 7 rows gives the scores of one in batches of 1,024."""
+    from core.engine import grads
+    from core.methods import gradient
+
+    assert grads.rows_within(206_922, 1024) == 1024                 # the default MNIST CNN: unchanged
+    assert grads.rows_within(11_173_962, 1024) == 24                # torchvision's ResNet-18
+    assert grads.rows_within(10**12, 1024) == 1 and grads.rows_within(0, 5) == 5
+    data = subset(mnist, 60)
+    for name in ("tracin", "tracin-rp"):
+        whole = create(name, mnist_trained, data, cache=Cache(tmp_path / "a")).fit().scores(*probe)
+        monkeypatch.setattr(gradient, "rows_within", lambda width, cap: 7)
+        small = create(name, mnist_trained, data, cache=Cache(tmp_path / "b")).fit().scores(*probe)
+        monkeypatch.undo()
+        assert rel_err(small, whole) <= 1e-5, name

@@ -73,6 +73,18 @@ def output(kind: str, logits: torch.Tensor, target: torch.Tensor) -> torch.Tenso
     raise AttrexError(f"unknown output kind {kind!r}; accepted: {', '.join(KINDS)}")
 
 
+DENSE_BYTES = 1 << 30  # per-sample gradients materialised at once, at most (a few rows of a ResNet-18)
+
+
+def rows_within(width: int, cap: int, budget: int = DENSE_BYTES) -> int:
+    """How many rows of ``width`` float32 per-sample gradients fit in ``budget`` bytes: between 1 and ``cap``.
+
+    On the default models this is ``cap`` (a CNN's 0.2M parameters take 0.8 MB a row); on
+    torchvision's ResNet-18 (11M, 45 MB a row) it is 24, where 1,024 rows would need 45 GB.
+    """
+    return max(1, min(cap, budget // (4 * max(width, 1))))
+
+
 def per_sample_grads(
     model: nn.Module, names: list[str], x: torch.Tensor, target: torch.Tensor, kind: str = "ce", chunk: int = 128,
 ) -> Iterator[tuple[int, torch.Tensor]]:
@@ -291,7 +303,9 @@ def gradient_blocks(
         if single:
             dense_parts.append(torch.cat([g.reshape(1, -1) for g in grads[len(outs):]], 1))
         elif rest:
-            dense_parts.append(torch.cat([g for _, g in per_sample_grads(model, rest, xb, tb, kind, chunk)]))
+            width = sum(params[n].numel() for n in rest)
+            dense_parts.append(torch.cat([g for _, g in per_sample_grads(model, rest, xb, tb, kind,
+                                                                         rows_within(width, chunk))]))
         else:
             dense_parts.append(torch.zeros(len(xb), 0))
     dense = torch.cat(dense_parts)

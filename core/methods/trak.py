@@ -58,7 +58,7 @@ import dataclasses
 
 import torch
 
-from core.engine.grads import gradient_blocks, n_params, select_params
+from core.engine.grads import gradient_blocks, n_params, rows_within, select_params
 from core.engine.projection import Projector
 from core.errors import AttrexError
 from core.methods.base import Attributor, Param, register
@@ -172,10 +172,10 @@ class TRAK(Attributor):
     def features(self, model: torch.nn.Module, proj: Projector | None, x: torch.Tensor,
                  target: torch.Tensor) -> torch.Tensor:
         """``φ = R ∇θ m(x, target)`` ``[N, P]`` (float32) for the margin output ``m``."""
-        out = []
-        for start in range(0, len(x), CHUNK):
-            blocks = gradient_blocks(model, self.names, x[start: start + CHUNK], target[start: start + CHUNK],
-                                     "margin", CHUNK)
+        out, step = [], rows_within(self.n_grad, CHUNK)
+        for start in range(0, len(x), step):
+            blocks = gradient_blocks(model, self.names, x[start: start + step], target[start: start + step],
+                                     "margin", step)
             flat = blocks.flat()
             out.append(flat if proj is None else proj(flat))
         return torch.cat(out) if out else torch.zeros(0, self.out_dim)
