@@ -37,36 +37,40 @@ def _label(r: dict) -> str:
 
 
 def render(results: list[dict]) -> str:
-    w = max([len(_label(r)) for r in results] + [18])
-    paper = "CIFAR-10 ResNet-18"
+    w = max([len(_label(r)) for r in results] + [24])
+
+    def row(label: str, kind: str, n) -> str:  # the columns every table starts with
+        return f"{label:<{w}} {kind:<11} {n:>4}"
+
+    paper = row("paper CIFAR-10 ResNet-18", "same-class", "")
     lines = ["Table 1: relative IL change / true-class confidence change after 10 steps (mean; median IL change)",
-             f"{'model':<{w}} {'pairs':<11} {'n':>4} {'descent IL':>11} {'(median)':>9} {'conf':>8} "
+             f"{row('model', 'pairs', 'n')} {'descent IL':>11} {'(median)':>9} {'conf':>8} "
              f"{'ascent IL':>10} {'(median)':>9} {'conf':>8}"]
     for r in results:
         for kind in r["kinds"]:
             d, a = r["table1"][f"{kind}/descent"], r["table1"][f"{kind}/ascent"]
-            lines.append(f"{_label(r):<{w}} {kind:<11} {d['pairs']:>4} {fmt(d['il_change_mean'], '+.4f'):>11} "
+            lines.append(f"{row(_label(r), kind, d['pairs'])} {fmt(d['il_change_mean'], '+.4f'):>11} "
                          f"{fmt(d['il_change_median'], '+.4f'):>9} {fmt(d['confidence_change_mean'], '+.4f'):>8} "
                          f"{fmt(a['il_change_mean'], '+.4f'):>10} {fmt(a['il_change_median'], '+.4f'):>9} "
                          f"{fmt(a['confidence_change_mean'], '+.4f'):>8}")
-    lines.append(f"{'paper ' + paper:<{w}} {'same-class':<11} {'':>4} {PAPER['descent'][0]:>+11.4f} {'':>9} "
+    lines.append(f"{paper} {PAPER['descent'][0]:>+11.4f} {'':>9} "
                  f"{PAPER['descent'][1]:>+8.4f} {PAPER['ascent'][0]:>+10.4f} {'':>9} {PAPER['ascent'][1]:>+8.4f}")
     lines += ["", "Table 2: CDCI (corr. of step index and |confidence change| after unlearning the perturbed point)",
-              f"{'model':<{w}} {'pairs':<11} {'n':>4} {'ascent':>8} {'descent':>8}"]
+              f"{row('model', 'pairs', 'n')} {'ascent':>8} {'descent':>8}"]
     for r in results:
         for kind in r["table2"]:
             t = r["table2"][kind]
-            lines.append(f"{_label(r):<{w}} {kind:<11} {t['ascent']['pairs']:>4} {fmt(t['ascent']['cdci_mean']):>8} "
+            lines.append(f"{row(_label(r), kind, t['ascent']['pairs'])} {fmt(t['ascent']['cdci_mean']):>8} "
                          f"{fmt(t['descent']['cdci_mean']):>8}")
-    lines.append(f"{'paper ' + paper:<{w}} {'same-class':<11} {'':>4} {PAPER['cdci']:>8.4f}")
+    lines.append(f"{paper} {PAPER['cdci']:>8.4f}")
     lines += ["", "Table 3: insertion / deletion (IL normalised by its maximum, mean over 10 steps of 10%)",
-              f"{'model':<{w}} {'pairs':<11} {'n':>4} {'INS':>7} {'DEL':>7} {'INS<DEL':>8} {'INS rnd':>8} {'DEL rnd':>8}"]
+              f"{row('model', 'pairs', 'n')} {'INS':>7} {'DEL':>7} {'INS<DEL':>8} {'INS rnd':>8} {'DEL rnd':>8}"]
     for r in results:
         for kind in r["table3"]:
             t = r["table3"][kind]
-            lines.append(f"{_label(r):<{w}} {kind:<11} {t['pairs']:>4} {fmt(t['ins']):>7} {fmt(t['del']):>7} "
+            lines.append(f"{row(_label(r), kind, t['pairs'])} {fmt(t['ins']):>7} {fmt(t['del']):>7} "
                          f"{fmt(t['ins_below_del_share'], '.0%'):>8} {fmt(t['ins_random']):>8} {fmt(t['del_random']):>8}")
-    lines.append(f"{'paper ' + paper:<{w}} {'same-class':<11} {'':>4} {PAPER['ins']:>7.4f} {PAPER['del']:>7.4f}")
+    lines.append(f"{paper} {PAPER['ins']:>7.4f} {PAPER['del']:>7.4f}")
     lines += ["", "Models (accuracy on the embedded test split) and FLIA seconds per pair (descent, 10 steps, batched): "
               + ", ".join(f"{_label(r)} {r['test_accuracy']:.1%} {r['flia_seconds_per_pair']:.2f} s"
                           for r in results)]

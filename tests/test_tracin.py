@@ -445,6 +445,9 @@ def test_gradient_batches_shrink_with_the_model_and_keep_the_scores(mnist, mnist
     assert grads.rows_within(206_922, 1024) == 1024                 # the default MNIST CNN: unchanged
     assert grads.rows_within(11_173_962, 1024) == 24                # torchvision's ResNet-18
     assert grads.rows_within(10**12, 1024) == 1 and grads.rows_within(0, 5) == 5
+    names = grads.select_params(mnist_trained.model, "all")
+    assert grads.flat_width(mnist_trained.model, names) == grads.gradient_blocks(
+        mnist_trained.model, names, mnist.x_train[:1], mnist.y_train[:1]).dense.shape[1]
     data = subset(mnist, 60)
     for name in ("tracin", "tracin-rp"):
         whole = create(name, mnist_trained, data, cache=Cache(tmp_path / "a")).fit().scores(*probe)

@@ -245,6 +245,19 @@ def _embeddings(model: nn.Module, names: list[str]) -> list[tuple[str, nn.Embedd
             if isinstance(m, nn.Embedding) and f"{mname}.weight" in chosen]
 
 
+def flat_names(model: nn.Module, names: list[str], lookups: bool = False) -> list[str]:
+    """The parameters whose per-sample gradients :func:`gradient_blocks` materialises as flat rows: neither
+    factored linear layers nor, with ``lookups``, embedding tables."""
+    skip = {f"{mname}.weight" for mname, _ in _embeddings(model, names)} if lookups else set()
+    return [n for n in dense_names(model, names) if n not in skip]
+
+
+def flat_width(model: nn.Module, names: list[str], lookups: bool = False) -> int:
+    """Width of :attr:`GradBlocks.dense` for these parameters (no forward pass needed)."""
+    params = dict(model.named_parameters())
+    return sum(params[n].numel() for n in flat_names(model, names, lookups))
+
+
 def gradient_blocks(
     model: nn.Module, names: list[str], x: torch.Tensor, target: torch.Tensor, kind: str = "ce", chunk: int = 256,
     lookups: bool = False,
@@ -257,8 +270,7 @@ def gradient_blocks(
     model.eval()
     linears = _factorable_linears(model, names)
     tables = _embeddings(model, names) if lookups else []
-    skip = {f"{mname}.weight" for mname, _ in tables}
-    rest = [n for n in dense_names(model, names) if n not in skip]
+    rest = flat_names(model, names, lookups)
     params = dict(model.named_parameters())
     dense_parts, factor_parts, lookup_parts = [], [], []
     for start in range(0, len(x), chunk):
@@ -303,9 +315,8 @@ def gradient_blocks(
         if single:
             dense_parts.append(torch.cat([g.reshape(1, -1) for g in grads[len(outs):]], 1))
         elif rest:
-            width = sum(params[n].numel() for n in rest)
-            dense_parts.append(torch.cat([g for _, g in per_sample_grads(model, rest, xb, tb, kind,
-                                                                         rows_within(width, chunk))]))
+            vmap_rows = rows_within(sum(params[n].numel() for n in rest), chunk)
+            dense_parts.append(torch.cat([g for _, g in per_sample_grads(model, rest, xb, tb, kind, vmap_rows)]))
         else:
             dense_parts.append(torch.zeros(len(xb), 0))
     dense = torch.cat(dense_parts)

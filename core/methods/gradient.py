@@ -24,7 +24,7 @@ import math
 
 import torch
 
-from core.engine.grads import GradBlocks, gradient_blocks, rows_within, select_params
+from core.engine.grads import GradBlocks, flat_width, gradient_blocks, rows_within, select_params
 from core.engine.projection import STORAGE as STORAGE_TYPES
 from core.engine.projection import BlockProjector, ProjectedRows
 from core.errors import AttrexError
@@ -111,8 +111,7 @@ class GradientSimilarity(RowwiseAttributor):
         tensors, slots = {}, self._slots()
         x, y = self.data.x[start:stop], self.data.y[start:stop]
         # rows per batch of gradients: bounds the working memory (~0.2 GB on MNIST; 24 rows on a ResNet-18)
-        probe = gradient_blocks(self.model, self.names, x[:1], y[:1], self.output_kind, lookups=True)
-        n, step = len(x), rows_within(probe.dense.shape[1], 1024)
+        n, step = len(x), rows_within(flat_width(self.model, self.names, lookups=True), 1024)
         for j, (m, c) in enumerate(slots):
             parts = []
             rows = None if self._projector is None else ProjectedRows.empty(n, self._projector.out_dim, self.storage)
