@@ -10,7 +10,7 @@ from sklearn.svm import LinearSVC
 
 from core.errors import AttrexError
 from core.methods import TrainingData, create, get_method
-from core.methods.dualview import solve_crammer_singer
+from core.methods.dualview import DualView, solve_crammer_singer
 
 
 def blobs(n: int = 300, k: int = 4, d: int = 6, spread: float = 1.6, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -65,13 +65,16 @@ def cnn_features(mnist, mnist_trained):
 
 @pytest.mark.parametrize("c", [1e-3, 1e-1])
 def test_primal_matches_liblinear_crammer_singer(cnn_features, c):
+    """At the method's default tolerance (what a user gets) the surrogate is scikit-learn's SVM."""
     x, y, x_held = cnn_features
-    sol = solve_crammer_singer(x, y, 10, c, tol=1e-4)
+    sol = solve_crammer_singer(x, y, 10, c, tol=DualView.defaults()["tol"])
     ref = LinearSVC(multi_class="crammer_singer", C=c, fit_intercept=False, tol=1e-7, max_iter=200_000).fit(x, y)
     assert sol.gap <= 1e-4
     for z in (x, x_held):
         ours, theirs = z @ sol.weights.T, ref.decision_function(z)
-        assert np.linalg.norm(ours - theirs) / np.linalg.norm(theirs) <= 1e-2
+        # measured here 1.0e-3 (C = 1e-3) and 2.0e-5 (C = 1e-1); 2.4e-4 on all 6,000 training points
+        # at C = 1e-2 (2e-3 at the former default tol 1e-3)
+        assert np.linalg.norm(ours - theirs) / np.linalg.norm(theirs) <= 2e-3
 
 
 def test_support_vectors_are_the_margin_points_and_grow_sparser_with_c(cnn_features):

@@ -136,7 +136,7 @@ def _sweep(x: np.ndarray, labels: list[int], beta: list[list[float]], weights: n
             weights += np.multiply.outer(np.subtract(new, old), xi)
 
 
-def solve_crammer_singer(x: np.ndarray, y: np.ndarray, n_classes: int, c: float, tol: float = 1e-3,
+def solve_crammer_singer(x: np.ndarray, y: np.ndarray, n_classes: int, c: float, tol: float = 1e-4,
                          max_epochs: int = 1000, seed: int = 0, progress: Progress | None = None) -> SVMSolution:
     """Solve the Crammer–Singer dual by the sequential dual method (see the module docstring).
 
@@ -200,7 +200,9 @@ class DualView(LastLayerMethod):
     params = (
         Param("C", "float", 1e-2, "SVM cost C (larger: harder margin, fewer support vectors, longer solve)",
               low=1e-8, high=1e4, log=True),
-        Param("tol", "float", 1e-3, "stop at this relative duality gap (P − D)/P", low=1e-8, high=0.5, log=True),
+        # 1e-4: decision values within 2.4e-4 of scikit-learn's (liblinear) on the MNIST CNN's features,
+        # 1.6x the solve time of 1e-3, which leaves 2e-3 (and 1.2-1.7% on Fashion-MNIST and CIFAR-10)
+        Param("tol", "float", 1e-4, "stop at this relative duality gap (P − D)/P", low=1e-8, high=0.5, log=True),
         Param("max_epochs", "int", 2000, "most sweeps over the training set", low=1, high=100000, log=True),
         Param("seed", "int", 0, "seed of the order in which samples are visited", low=0, high=2**31 - 1),
     )
