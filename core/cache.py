@@ -6,9 +6,16 @@ JSON-able dict) plus the code version of its kind, so a change of data, paramete
 gives a new key. Writes are atomic: the folder is assembled under a temporary name and
 renamed into place. Reads are checked: format version, key, the sha256 of the tensors file
 and of the metadata, and an optional ``validate`` callback (shapes, dtypes, required
-fields). A stale or corrupt artefact is reported
-(``Artefact.status`` and a ``logging`` warning), removed and recomputed; it is never
-served, and it never crashes the caller.
+fields). A stale or corrupt artefact (also an entry that is a file, or a link to nothing or
+to something unusable) is reported (``Artefact.status`` and a ``logging`` warning), removed
+and recomputed; it is never served, and it never crashes the caller.
+
+Several processes asking for the same missing artefact compute it once: the first takes a
+lock on ``<root>/<kind>/.<key>.lock``, the others wait and then read its result. A result
+that cannot be saved (a read-only cache folder, a full disk) is served all the same, with
+``not saved: <why>`` in its status and one warning per cache folder. The temporary folder of
+a save that was killed is deleted by a later save once its process is gone (or after
+``TMP_MAX_AGE`` seconds, for one written from another machine).
 
 Location: ``$ATTREX_CACHE``, else ``$XDG_CACHE_HOME/attrex``, else ``~/.cache/attrex``.
 Only safetensors and JSON are read back: nothing is ever unpickled.
@@ -16,11 +23,14 @@ Only safetensors and JSON are read back: nothing is ever unpickled.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
+import re
 import shutil
+import socket
 import tempfile
 import time
 from collections.abc import Callable
@@ -30,10 +40,19 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+try:
+    import fcntl
+except ImportError:  # Windows: no locking, a concurrent request computes the artefact again
+    fcntl = None
+
 log = logging.getLogger("attrex.cache")
 
 FORMAT_VERSION = 1
 TENSORS, META = "tensors.safetensors", "meta.json"
+TMP_MAX_AGE = 6 * 3600  # seconds after which any leftover temporary folder is deleted
+_HOST = socket.gethostname()
+_TMP_NAME = re.compile(r"\.tmp-[^-]*-(\d+)@(.+)-[^-]*$")  # .tmp-<key>-<pid>@<host>-<random>
+_unsaved_roots: set[Path] = set()  # cache folders already warned about as not writable
 
 
 class CacheError(Exception):
@@ -101,6 +120,31 @@ def _owned(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
+def _remove(path: Path) -> None:
+    """Delete an entry: a file or a link is unlinked (never what the link points to), a folder removed."""
+    if path.is_symlink() or path.is_file():
+        with contextlib.suppress(OSError):
+            path.unlink()
+    else:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _abandoned(tmp: Path) -> bool:
+    """Whether a temporary folder is left over from a save that died: its process is gone, or it is old."""
+    owner = _TMP_NAME.match(tmp.name)
+    if owner and owner[2] == _HOST:
+        try:
+            os.kill(int(owner[1]), 0)
+        except ProcessLookupError:
+            return True
+        except OSError:
+            pass  # alive, run by another user
+    try:
+        return time.time() - tmp.stat().st_mtime > TMP_MAX_AGE
+    except OSError:
+        return False
+
+
 class Cache:
     """A disk cache rooted at ``root`` (see the module docstring for the default)."""
 
@@ -118,6 +162,10 @@ class Cache:
         """Read and check an artefact; raise :class:`CacheError` saying why it cannot be used."""
         folder = self.path(kind, key)
         if not folder.is_dir():
+            if folder.is_symlink():
+                raise CacheError("the entry is a link to nothing")
+            if folder.exists():
+                raise CacheError("the entry is a file, not a folder")
             raise FileNotFoundError(folder)
         try:
             meta = json.loads((folder / META).read_text())
@@ -151,7 +199,11 @@ class Cache:
         """Write an artefact atomically; if another writer got there first, keep theirs."""
         final = self.path(kind, key)
         final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{key[:12]}-", dir=final.parent))
+        for old in final.parent.glob(".tmp-*"):
+            if _abandoned(old):
+                log.info(f"deleting {old}, left over from an interrupted save")
+                shutil.rmtree(old, ignore_errors=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{key[:12]}-{os.getpid()}@{_HOST}-", dir=final.parent))
         try:
             clean = _owned(tensors)
             save_file(clean, str(tmp / TENSORS))
@@ -177,22 +229,63 @@ class Cache:
         compute: Callable[[], tuple[dict[str, torch.Tensor], dict]],
         validate: Callable[[dict, dict], None] | None = None,
     ) -> Artefact:
-        """The artefact under ``(kind, key)``: read if present and sound, else computed and saved."""
-        messages: list[str] = []
+        """The artefact under ``(kind, key)``: read if present and sound, else computed and saved.
+
+        While one process computes it, others asking for it wait and then read its result. What
+        cannot be saved is served all the same, with ``not saved: <why>`` in its status.
+        """
         try:
             return self.load(kind, key, validate)
-        except FileNotFoundError:
-            status = "computed"
-        except CacheError as exc:
-            msg = f"cached {kind} {key[:12]} is unusable ({exc}); recomputing"
-            log.warning(msg)
-            messages.append(msg)
-            shutil.rmtree(self.path(kind, key), ignore_errors=True)
-            status = f"recomputed: {exc}"
-        tensors, meta = compute()
-        art = self.save(kind, key, tensors, meta)
+        except (FileNotFoundError, CacheError):
+            pass  # looked at again under the lock: another process may be saving it right now
+        messages: list[str] = []
+        with self._lock(kind, key):
+            try:
+                return self.load(kind, key, validate)
+            except FileNotFoundError:
+                status = "computed"
+            except CacheError as exc:
+                msg = f"cached {kind} {key[:12]} is unusable ({exc}); recomputing"
+                log.warning(msg)
+                messages.append(msg)
+                _remove(self.path(kind, key))
+                status = f"recomputed: {exc}"
+            tensors, meta = compute()
+            try:
+                art = self.save(kind, key, tensors, meta)
+            except OSError as exc:
+                msg = f"cannot save to the cache folder {self.root} ({exc}); results are computed but not kept"
+                if self.root not in _unsaved_roots:
+                    _unsaved_roots.add(self.root)
+                    log.warning(msg)
+                messages.append(msg)
+                status += f"; not saved: {exc.strerror or exc}"
+                art = Artefact(tensors, json.loads(json.dumps(meta, default=str)), self.path(kind, key))
         art.status, art.messages = status, messages
         return art
+
+    @contextlib.contextmanager
+    def _lock(self, kind: str, key: str):
+        """Hold an exclusive lock on ``<root>/<kind>/.<key>.lock``; no lock where none can be taken (read-only)."""
+        fh = None
+        if fcntl is not None:
+            try:
+                (self.root / kind).mkdir(parents=True, exist_ok=True)
+                fh = open(self.root / kind / f".{key}.lock", "a")
+                try:
+                    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    log.warning(f"another process is computing {kind} {key[:12]}; waiting for it")
+                    fcntl.flock(fh, fcntl.LOCK_EX)
+            except OSError:
+                if fh is not None:
+                    fh.close()
+                fh = None
+        try:
+            yield
+        finally:
+            if fh is not None:
+                fh.close()  # releases the lock
 
     def clear(self, kind: str | None = None) -> None:
         """Remove every artefact (of one kind, if given)."""

@@ -107,7 +107,7 @@ def _fit_method(method, quiet: bool, shard: tuple[int, int] | None = None, merge
     try:
         if shard:
             return method.fit_shard(*shard, progress=progress)
-        if merge:
+        if merge is not None:
             return method.merge_shards(merge, progress=progress)
         return method.fit(progress)
     finally:
@@ -123,8 +123,13 @@ def _parse_shard(text: str) -> tuple[int, int]:
 
 def cmd_prepare(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
-    if (args.shard or args.merge) and not args.method:
+    if (args.shard is not None or args.merge is not None) and not args.method:
         raise AttrexError("--shard and --merge need --method: the method whose precompute is split")
+    if args.shard is not None and args.merge is not None:
+        raise AttrexError("--shard and --merge go in separate runs: first each --shard i/N, then --merge N")
+    if args.merge is not None and args.merge < 1:
+        raise AttrexError(f"--merge takes the number of shards N (a positive integer); got {args.merge}")
+    shard = _parse_shard(args.shard) if args.shard is not None else None
     scenario, trained = _load(args)
     spec = scenario.spec
     result = {
@@ -138,7 +143,6 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     }
     if args.method:
         method = _make_method(args, scenario, trained)
-        shard = _parse_shard(args.shard) if args.shard else None
         out = _fit_method(method, args.quiet, shard=shard, merge=args.merge)
         record = {"name": method.name, "params": method.hparams}
         if shard:
@@ -221,6 +225,7 @@ def explain_record(scenario, trained, method, split: str, index: int, k: int, ta
     explained = int(top.targets[0])
     return {
         "scenario": scenario.spec.name,
+        "k": len(top.proponents[0]),
         "method": {"name": method.name, "params": method.hparams, "fit_seconds": method.fit_seconds,
                    "cache": method.fit_status, "info": method.info},
         "test": {"split": split, "index": index, "label": int(y_all[index]), "label_name": names[int(y_all[index])],
@@ -295,8 +300,15 @@ def cmd_explain(args: argparse.Namespace) -> int:
         raise AttrexError(f"--target must lie in [0, {scenario.n_classes - 1}]; got {args.target}")
     if args.k < 1:
         raise AttrexError(f"--k must be a positive integer; got {args.k}")
+    n_train = len(scenario.y_train)
+    note = (f"--k {args.k} exceeds the {n_train} training points: listing all {n_train}, as proponents from "
+            "the highest score down and as opponents from the lowest up") if args.k > n_train else None
+    if note:
+        print(f"attrex: note: {note}", file=sys.stderr)
     _fit_method(method, args.quiet)
-    rec = explain_record(scenario, trained, method, args.split, args.test, args.k, args.target)
+    rec = explain_record(scenario, trained, method, args.split, args.test, min(args.k, n_train), args.target)
+    if note:
+        rec["note"] = note
     if args.features:
         write_features(scenario, trained, rec, args.features, Cache(args.cache_dir) if args.cache_dir else None,
                        log=lambda m: print(m, file=sys.stderr))

@@ -56,6 +56,8 @@ def test_prepare_human_output_reports_attack_success(capsys, tmp_path):
         (["prepare", "--scenario", "mnist", "--data-dir", "/definitely/not/here"], "does not exist"),
         (["prepare", "--scenario", "mnist", "--epochs", "0"], "epochs must be a positive integer"),
         (["prepare", "--scenario", "mnist", "--download"], "--download needs --data-dir"),
+        (["prepare", "--scenario", "mnist", "--n-train", "6001"], "n_train must be at most 6000"),
+        (["prepare", "--scenario", "mnist", "--n-test", "1001"], "n_test must be at most 1000"),
     ],
 )
 def test_bad_input_exits_2_with_a_message(args, message, capsys):
@@ -100,7 +102,7 @@ def test_prepare_in_shards_then_merge_gives_the_single_run(capsys, tmp_path):
         assert doc["method"]["shard"] == f"{i}/3" and doc["method"]["missing_shards"] == list(range(i + 1, 3))
     assert main([*args, "--merge", "3"]) == 0
     merged = json.loads(capsys.readouterr().out)["method"]
-    assert merged["cache"] == "hit"  # the merge wrote the full precompute, which the fit then loaded
+    assert merged["cache"] == "computed"  # the full precompute, from the shards
     explain = ["explain", *model, "--test", "0"]
     assert main(explain) == 0
     sharded = json.loads(capsys.readouterr().out)
@@ -126,6 +128,11 @@ def test_prepare_in_shards_then_merge_gives_the_single_run(capsys, tmp_path):
          "--split must be one of clean"),
         (["prepare", "--scenario", "mnist", "--shard", "0/2"], "--shard and --merge need --method"),
         (["prepare", "--scenario", "mnist", "--method", "tracin-rp", "--shard", "2/2"], "0 <= i < n"),
+        (["prepare", "--scenario", "mnist", "--method", "tracin-rp", "--merge", "-2"], "--merge takes the number"),
+        (["prepare", "--scenario", "mnist", "--method", "tracin-rp", "--merge", "0"], "--merge takes the number"),
+        (["prepare", "--scenario", "mnist", "--merge", "0"], "--shard and --merge need --method"),
+        (["prepare", "--scenario", "mnist", "--method", "tracin-rp", "--shard", "0/2", "--merge", "2"],
+         "--shard and --merge go in separate runs"),
     ],
 )
 def test_explain_and_shard_bad_input(args, message, capsys, mnist_trained):
@@ -172,3 +179,81 @@ def test_explain_features_on_text_writes_token_highlights(capsys, tmp_path):
         page = (out / r["features"]["flia"]["file"]).read_text(encoding="utf-8")
         assert page.startswith("<!doctype html>") and page.count("<span") >= 3  # one span per word
         assert "dualview_lrp" not in r["features"]  # LRP is for images
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory) -> list[str]:
+    """Options of a small MNIST scenario (120 training points) with a cache folder of its own."""
+    return ["--scenario", "mnist", "--n-train", "120", "--n-test", "20", "--epochs", "1", "--quiet",
+            "--cache-dir", str(tmp_path_factory.mktemp("small-cache"))]
+
+
+def _shard_entries(cache_dir: str) -> dict[tuple[int, int], str]:
+    """The cached shards' keys by the rows they hold."""
+    from core.cache import Cache
+
+    cache = Cache(cache_dir)
+    return {tuple(cache.load("shard", d.name).meta["rows"]): d.name
+            for d in (cache.root / "shard").iterdir() if not d.name.startswith(".")}
+
+
+def test_merge_recomputes_damaged_shards(small, capsys, caplog):
+    """A truncated shard, or one holding other rows, is recomputed by --merge and by --shard."""
+    import shutil
+
+    from core.cache import Cache
+
+    args = ["prepare", *small, "--method", "tracin-rp", "-p", "dim=64", "--json"]
+    for i in range(2):
+        assert main([*args, "--shard", f"{i}/2"]) == 0
+    cache, shards = Cache(small[-1]), _shard_entries(small[-1])
+    second = cache.load("shard", shards[(60, 120)])
+    second.tensors = {k: v.clone() for k, v in second.tensors.items()}  # not backed by the file truncated below
+
+    def wrong_rows_in_first():  # shard 0/2 holding rows 60:120, with sound checksums
+        shutil.rmtree(cache.path("shard", shards[(0, 60)]))
+        cache.save("shard", shards[(0, 60)], second.tensors, second.meta)
+
+    wrong_rows_in_first()
+    tensors = cache.path("shard", shards[(60, 120)]) / "tensors.safetensors"
+    tensors.write_bytes(tensors.read_bytes()[:100])  # truncated
+    capsys.readouterr()
+    caplog.clear()
+    assert main([*args, "--merge", "2"]) == 0
+    assert json.loads(capsys.readouterr().out)["method"]["cache"] == "computed"
+    # on stderr outside pytest
+    assert caplog.text.count("recomputing") == 2 and "checksum" in caplog.text and "not [0, 60]" in caplog.text
+    assert {rows: cache.load("shard", key).meta["rows"] for rows, key in _shard_entries(small[-1]).items()} == \
+        {(0, 60): [0, 60], (60, 120): [60, 120]}
+    wrong_rows_in_first()
+    assert main([*args, "--shard", "0/2"]) == 0
+    status = json.loads(capsys.readouterr().out)["method"]["cache"]
+    assert status == "recomputed: content check failed: it holds rows [60, 120], not [0, 60]"
+
+
+def test_explain_k_above_the_training_set_is_clamped(small, capsys):
+    code = main(["explain", *small, "--method", "tracin-rp", "-p", "dim=64", "--test", "0", "--k", "500", "--json"])
+    out = capsys.readouterr()
+    assert code == 0
+    doc = json.loads(out.out)
+    assert doc["k"] == 120 and len(doc["proponents"]) == len(doc["opponents"]) == 120
+    assert "--k 500 exceeds the 120 training points" in doc["note"] and doc["note"] in out.err
+
+
+def test_read_only_cache_still_answers(small, capsys, caplog, monkeypatch, tmp_path):
+    """Results that cannot be saved are served, with "not saved" in their status and one warning."""
+    import errno
+
+    import core.cache
+
+    def refuse(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(core.cache.tempfile, "mkdtemp", refuse)
+    monkeypatch.setattr(core.cache, "_unsaved_roots", set())
+    args = [*small[:-1], str(tmp_path), "--method", "tracin-rp", "-p", "dim=64", "--json"]
+    assert main(["prepare", *args]) == 0
+    out = capsys.readouterr()
+    doc = json.loads(out.out)
+    assert doc["model"]["cache"] == doc["method"]["cache"] == "computed; not saved: Read-only file system"
+    assert caplog.text.count("not kept") == 1 and "Traceback" not in out.err

@@ -279,6 +279,10 @@ def build(spec: ScenarioSpec | str) -> Scenario:
     if isinstance(c, TriggerToken) and raw.info.kind != "text":
         raise AttrexError(f"trigger-token backdoors need a text data set; {spec.dataset} holds images")
 
+    for what, n, y in (("n_train", spec.n_train, raw.y_train), ("n_test", spec.n_test, raw.y_test)):
+        if n and n > len(y):
+            raise AttrexError(f"{what} must be at most {len(y)}, the size of the {what[2:]} split of {spec.dataset} "
+                              f"({raw.source}); got {n}")
     tr = _balanced_subset(raw.y_train, spec.n_train, rng) if spec.n_train else np.arange(len(raw.y_train))
     te = _balanced_subset(raw.y_test, spec.n_test, rng) if spec.n_test else np.arange(len(raw.y_test))
     y_train, y_test = raw.y_train[tr].copy(), raw.y_test[te].copy()

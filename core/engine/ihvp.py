@@ -44,6 +44,7 @@ from torch.func import functional_call, grad, jvp, vmap
 
 from core.engine.grads import output
 from core.errors import AttrexError
+from core.models.architectures import penultimate
 
 Matvec = Callable[[torch.Tensor], torch.Tensor]  # V [D, m] -> H V [D, m]
 
@@ -430,7 +431,7 @@ class MeanLoss:
         """What the loss sees of ``x``: its penultimate features (head-only subsets) or ``x`` itself."""
         if not self.on_features:
             return x
-        return torch.cat([self.model.features(x[i: i + 1024]) for i in range(0, len(x), 1024)])
+        return penultimate(self.model, x, 1024)
 
     def unflatten(self, theta: torch.Tensor) -> dict[str, torch.Tensor]:
         """A flat ``θ [D]`` as ``{name: tensor}`` in the parameters' shapes."""

@@ -92,7 +92,7 @@ from zennit.types import Linear as AnyLinear
 
 from core.cache import Cache, make_key, tensor_digest
 from core.errors import AttrexError
-from core.methods.representer import penultimate
+from core.methods.representer import penultimate_with_bias
 from core.models.architectures import (
     LogisticRegression,
     ResNet18,
@@ -361,8 +361,8 @@ def dualview_lrp(method, x_test: torch.Tensor, train_index: int, target: int | N
         method.fit()
         x_train = method.data.x[train_index: train_index + 1].to(x.dtype)
         with torch.no_grad():
-            f_test = penultimate(model, x)[0]                              # [d'] float64
-            f_train = penultimate(model, x_train)[0]
+            f_test = penultimate_with_bias(model, x)[0]                              # [d'] float64
+            f_train = penultimate_with_bias(model, x_train)[0]
         beta = float(method.beta[train_index, c])
         relevance = (beta * f_train[:d] * f_test[:d]).float()              # R_j
         bias_term = beta * float(f_train[d:].prod() * f_test[d:].prod()) if width > d else 0.0

@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from core.cache import Artefact, Cache, make_key
+from core.cache import Artefact, Cache, CacheError, make_key
 from core.errors import AttrexError
 from core.models.training import TrainedModel, predict
 
@@ -180,6 +180,19 @@ class Attributor(ABC):
     params: ClassVar[tuple[Param, ...]] = ()
     version: ClassVar[str] = "1"
     needs_checkpoints: ClassVar[bool] = False
+    # Whether :meth:`self_scores` means something: a point's influence on its own loss, which
+    # carries a label-quality signal (mislabeled points stand out). A method whose self-score
+    # ignores the label (a gradient cosine is 1 for every point; a logit gradient's norm
+    # does not see the label) sets it False, and its ``self_scores()`` refuses.
+    self_influence: ClassVar[bool] = True
+    # Whether the self-score is the diagonal of ``scores(x_train, y_train)``; a method whose
+    # queries depend on the test point in a way its self-score does not (Integrated
+    # Influence's baseline unlearns the test point) sets it False and says how in its docstring.
+    self_is_diagonal: ClassVar[bool] = True
+    # Whether a positive score predicts that removing the point raises the explained loss (an
+    # influence estimate). Similarities (GradDot, GradCos: the DualView paper's SIM baseline)
+    # share the sign convention only loosely: similar means positive, whatever the label.
+    estimates_removal: ClassVar[bool] = True
     # A shardable method's precompute is per training row (``_compute_rows``) plus a global
     # step on all rows (``_finish``), so it can run in shards in separate processes or
     # machines and be merged (see :meth:`fit_shard`, :meth:`merge_shards`).
@@ -213,7 +226,14 @@ class Attributor(ABC):
     @classmethod
     def describe(cls) -> dict:
         return {"name": cls.name, "title": cls.title, "description": cls.description,
-                "reference": cls.reference, "params": [p.describe() for p in cls.params]}
+                "reference": cls.reference, "self_influence": cls.self_influence,
+                "estimates_removal": cls.estimates_removal,
+                "params": [p.describe() for p in cls.params]}
+
+    @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        """Every parameter's default value, by name."""
+        return {p.name: p.default for p in cls.params}
 
     # ----- precompute and cache ---------------------------------------------------------------
     def cache_key(self) -> str:
@@ -226,23 +246,42 @@ class Attributor(ABC):
         ``fit_seconds`` is the precompute's time (as first measured, also on a cache hit);
         ``fit_status`` is the cache's ``hit`` / ``computed`` / ``recomputed: <why>``.
         """
+        return self._fit_with(self._compute, progress)
+
+    def _fit_with(self, precompute: Callable[[Progress | None], tuple[dict[str, torch.Tensor], dict]],
+                  progress: Progress | None) -> Attributor:
+        """:meth:`fit` with ``precompute`` standing for :meth:`_compute` (the merge of shards, say)."""
         if self.fitted:
             return self
 
         def compute():
             t0 = time.perf_counter()
-            tensors, meta = self._compute(progress)
+            tensors, meta = precompute(progress)
             return tensors, {**meta, "fit_seconds": time.perf_counter() - t0}
 
         art: Artefact = (self.cache or Cache()).get_or_compute("method", self.cache_key(), compute, self._validate)
+        self._take(art)
+        if progress:
+            progress(1.0, "loaded from cache" if art.status == "hit" else "precomputed")
+        return self
+
+    def fit_cached(self) -> bool:
+        """Load the precompute if the cache holds it sound (nothing is computed); whether it did."""
+        if self.fitted:
+            return True
+        try:
+            art = (self.cache or Cache()).load("method", self.cache_key(), self._validate)
+        except (FileNotFoundError, CacheError):
+            return False
+        self._take(art)
+        return True
+
+    def _take(self, art: Artefact) -> None:
         self._restore(art.tensors, art.meta)
         self.info = dict(art.meta.get("info", {}))
         self.fit_seconds = art.meta.get("fit_seconds")
         self.fit_status = art.status
         self.fitted = True
-        if progress:
-            progress(1.0, "loaded from cache" if art.status == "hit" else "precomputed")
-        return self
 
     @abstractmethod
     def _compute(self, progress: Progress | None) -> tuple[dict[str, torch.Tensor], dict]:
@@ -262,41 +301,53 @@ class Attributor(ABC):
         return make_key({"method": self.cache_key(), "shard": i, "of": n}, "shard-1")
 
     def fit_shard(self, i: int, n: int, progress: Progress | None = None) -> Artefact:
-        """Precompute shard ``i`` of ``n`` of the training rows and cache it (run one per process or machine)."""
+        """Precompute shard ``i`` of ``n`` of the training rows and cache it (run one per process or machine).
+
+        A cached shard that is damaged or holds other rows is reported and recomputed.
+        """
         if not self.shardable:
             raise AttrexError(f"method {self.name!r} cannot be precomputed in shards (its precompute is not per row)")
         start, stop = self.shard_rows(i, n, len(self.data))
+
+        def validate(tensors: dict[str, torch.Tensor], meta: dict) -> None:
+            if meta.get("rows") != [start, stop]:
+                raise ValueError(f"it holds rows {meta.get('rows')}, not [{start}, {stop}]")
+            for k, t in tensors.items():
+                if t.shape[0] != stop - start:
+                    raise ValueError(f"{k} has {t.shape[0]} rows, not the {stop - start} of rows {start}:{stop}")
+
         cache = self.cache or Cache()
         return cache.get_or_compute("shard", self._shard_key(i, n),
-                                    lambda: (self._compute_rows(start, stop, progress), {"rows": [start, stop]}))
+                                    lambda: (self._compute_rows(start, stop, progress), {"rows": [start, stop]}),
+                                    validate)
 
     def missing_shards(self, n: int) -> list[int]:
         cache = self.cache or Cache()
         return [i for i in range(n) if not cache.contains("shard", self._shard_key(i, n))]
 
     def merge_shards(self, n: int, progress: Progress | None = None) -> Attributor:
-        """Merge the ``n`` cached shards into the full precompute (cached as if :meth:`fit` had run) and load it."""
+        """Merge the ``n`` cached shards into the full precompute (cached as :meth:`fit` caches it) and load it.
+
+        A shard never computed is an error naming the ``--shard i/n`` runs still to do; one found
+        damaged or holding other rows is reported and recomputed here (see :meth:`fit_shard`).
+        """
         if not self.shardable:
             raise AttrexError(f"method {self.name!r} cannot be precomputed in shards")
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise AttrexError(f"the number of shards to merge must be a positive integer; got {n!r}")
+        self.shard_rows(0, n, len(self.data))  # at most one shard per training point
         missing = self.missing_shards(n)
         if missing:
             raise AttrexError(f"shards {missing} of {n} are not in the cache yet; run `attrex prepare --shard i/{n}` for them")
-        cache = self.cache or Cache()
-        parts = []
-        for i in range(n):
-            art = cache.load("shard", self._shard_key(i, n))
-            start, stop = self.shard_rows(i, n, len(self.data))
-            if art.meta.get("rows") != [start, stop] or any(t.shape[0] != stop - start for t in art.tensors.values()):
-                raise AttrexError(f"shard {i}/{n} in the cache does not hold rows {start}:{stop}; recompute it")
-            parts.append(art.tensors)
-        tensors = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
-        t0 = time.perf_counter()
-        tensors, meta = self._finish(tensors, progress)
-        meta = {**meta, "fit_seconds": time.perf_counter() - t0, "merged_from": n}
-        self._validate(tensors, meta)
-        cache.save("method", self.cache_key(), tensors, meta)
+
+        def merged(progress: Progress | None) -> tuple[dict[str, torch.Tensor], dict]:
+            parts = [self.fit_shard(i, n, progress).tensors for i in range(n)]
+            tensors, meta = self._finish({k: torch.cat([p[k] for p in parts]) for k in parts[0]}, progress)
+            self._validate(tensors, meta)
+            return tensors, {**meta, "merged_from": n}
+
         self.fitted = False
-        return self.fit(progress)
+        return self._fit_with(merged, progress)
 
     @abstractmethod
     def _restore(self, tensors: dict[str, torch.Tensor], meta: dict) -> None:
@@ -353,7 +404,15 @@ class Attributor(ABC):
         return torch.cat(out) if out else torch.empty(0, len(self.data))
 
     def self_scores(self) -> torch.Tensor:
-        """Self-influence ``[n_train]``: each training point's score on itself (with its own label as target)."""
+        """Self-influence ``[n_train]``: each training point's score on itself (with its own label as target).
+
+        Raises :class:`AttrexError` for a method without a meaningful self-influence
+        (``self_influence = False``): ranking training data by it would mislead.
+        """
+        if not self.self_influence:
+            raise AttrexError(f"method {self.name!r} has no self-influence that reflects label quality (its score of a "
+                              "point on itself ignores the label); rank training data with tracin, influence, trak "
+                              "or representer instead")
         self.fit()
         return self._self_scores()
 

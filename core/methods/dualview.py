@@ -49,7 +49,7 @@ import torch
 
 from core.errors import AttrexError
 from core.methods.base import Param, Progress, register
-from core.methods.representer import LastLayerMethod, agreement, penultimate
+from core.methods.representer import LastLayerMethod, agreement, penultimate_with_bias
 from core.models.training import predict
 
 log = logging.getLogger("attrex.methods.dualview")
@@ -252,14 +252,14 @@ class DualView(LastLayerMethod):
     def surrogate_logits(self, x: torch.Tensor) -> torch.Tensor:
         """The SVM's scores ``W x'`` at inputs ``x``, ``[m, K]`` float64 (what the attributions sum to)."""
         self.fit()
-        return penultimate(self.model, x) @ self.weights.T
+        return penultimate_with_bias(self.model, x) @ self.weights.T
 
     def surrogate_agreement(self, x: torch.Tensor) -> float:
         """Share of inputs ``x`` where the SVM and the model predict the same class."""
         return agreement(self.surrogate_logits(x), predict(self.model, x).double())
 
     def _scores(self, x, target):
-        ft = penultimate(self.model, x)                                     # [m, d + 1]
+        ft = penultimate_with_bias(self.model, x)                                     # [m, d + 1]
         out = torch.zeros(len(x), len(self.data), dtype=torch.float64)
         out[:, self.support] = (ft @ self._sv_feats.T) * self._sv_beta[:, target].T   # β_{i,c} x_iᵀ x'
         return out.float()

@@ -184,9 +184,7 @@ class GradientSimilarity(RowwiseAttributor):
     def _self_scores(self):
         if self.over_checkpoints:
             return sum(_sq_norms(r) for r in self._train)
-        y = self.data.y
-        own = torch.stack([_sq_norms(r) for r in self._train], 1).gather(1, y[:, None]).squeeze(1)
-        return torch.ones_like(own) if self.normalise else own
+        raise AssertionError("unreachable: GradDot and GradCos declare self_influence = False")
 
 
 @register
@@ -217,6 +215,8 @@ class GradDot(GradientSimilarity):
     description = "Dot product of the gradients of the explained logit at the final model, training vs test input."
     reference = "Charpiat et al., Input similarity from the neural network perspective, NeurIPS 2019"
     output_kind, over_checkpoints = "logit", False
+    self_influence = False  # ‖∇f_y(x_i)‖²: the logit's gradient does not see whether the label fits
+    estimates_removal = False  # a similarity of logit gradients, whatever the training label
     params = (SUBSET, Param("projection", "choice", "sparse", PROJECTION.help, choices=PROJECTION.choices),
               Param("dim", "int", 1024, DIM.help, low=16, high=65536, log=True), SEED, STORAGE, MAX_GB)
 

@@ -76,11 +76,7 @@ parameters (penultimate features when ``subset`` is the head, so the body never 
 is free). A query then costs ``unlearn_steps`` SGD steps, one prediction pass over the
 training set, ``K − 1`` subsampled epochs, and ``K − 1`` per-sample gradient passes over the
 whole training set (``C`` of them per step for ``"ggn"``) plus a ``P × P`` solve per step.
-Measured on the default MNIST CNN (6,000 points, 2 idle CPU cores): the default head subset
-(1,290 parameters) fits in 0.7 s and answers a query in 0.15 s; all 206,922 parameters
-(sparse projection) take 15 s to fit and 14 s per query, dominated by the per-sample gradient
-passes. On cores shared with other jobs, two torch threads contend badly (measured 8.5 s / 4 s
-and 80 s / 130 s); one thread (``torch.set_num_threads(1)``) keeps the head case under 1 s.
+Measured costs: ``benchmarks/README.md``.
 """
 
 from __future__ import annotations
@@ -98,6 +94,7 @@ from core.engine.grads import gradient_blocks, n_params, output, select_params
 from core.engine.projection import Projector
 from core.errors import AttrexError
 from core.methods.base import Attributor, Param, register
+from core.models.architectures import penultimate
 
 MAX_EXACT_DIM = 4096  # largest parameter count used without a projection (H is D × D)
 CHUNK = 256           # samples whose flat gradients are materialised at once
@@ -144,10 +141,11 @@ class IntegratedInfluence(Attributor):
     description = ("Influence accumulated along a path of training targets from a baseline (the model after "
                    "unlearning the test point) to the training labels, with models retrained along the path and a "
                    "projected Fisher. The baseline depends on the test point, so every query runs a short "
-                   "unlearning, K−1 subsampled epochs and K−1 gradient passes over the training set: ~0.2 s per "
-                   "test point on the head of the MNIST CNN (2 CPU cores), ~15 s over all its parameters.")
+                   "unlearning, K−1 subsampled epochs and K−1 gradient passes over the training set: seconds per "
+                   "test point.")
     reference = "Yang, Gu & Sun, Integrated Influence: Data Attribution with Baseline, 2025"
     version = "1"
+    self_is_diagonal = False  # the self-score's baseline is one ascent step on z_i, a query's unlearns the test point
     query_batch = 16
     params = (
         Param("mode", "choice", "proponent", "baseline of the queries: proponent (unlearn the test point), "
@@ -218,9 +216,7 @@ class IntegratedInfluence(Attributor):
         """What the restricted model takes: penultimate features ``[N, d]`` for a head subset, else ``x``."""
         if not self.head_only:
             return x
-        with torch.no_grad():
-            parts = [self.model.features(x[i: i + PRED_BATCH]) for i in range(0, len(x), PRED_BATCH)]
-        return torch.cat(parts) if parts else torch.zeros(0, self.model.head.in_features)
+        return penultimate(self.model, x, PRED_BATCH)
 
     def _logits(self, theta: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
         """Logits ``[N, C]`` of the restricted model with the chosen parameters set to ``theta`` (differentiable)."""
@@ -339,7 +335,8 @@ class IntegratedInfluence(Attributor):
         self._g_star = tensors["train/g"]
         self._self = tensors["train/self"]
         self._chol_k = tensors["curvature/chol"]
-        self._inputs = tensors["train/inputs"] if self.head_only else self.data.x
+        # the cache holds the head's inputs as float32; the head computes in its own dtype
+        self._inputs = tensors["train/inputs"].to(self.model.head.weight.dtype) if self.head_only else self.data.x
         self._memo.clear()
 
     # ----- one query ----------------------------------------------------------------------------

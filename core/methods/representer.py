@@ -74,21 +74,17 @@ import torch.nn.functional as F
 
 from core.errors import AttrexError
 from core.methods.base import Attributor, Param, Progress, register
+from core.models.architectures import penultimate
 from core.models.training import predict
 
 log = logging.getLogger("attrex.methods.representer")
 BATCH = 500
 
 
-@torch.no_grad()
-def penultimate(model: torch.nn.Module, x: torch.Tensor, batch: int = BATCH) -> torch.Tensor:
+def penultimate_with_bias(model: torch.nn.Module, x: torch.Tensor, batch: int = BATCH) -> torch.Tensor:
     """Penultimate features ``[N, d']`` in float64 (eval mode), with a constant 1 appended when the head
     has a bias (``d' = d + 1``; else ``d' = d``)."""
-    was_training = model.training
-    model.eval()
-    parts = [model.features(x[i: i + batch]) for i in range(0, len(x), batch)]
-    model.train(was_training)
-    f = torch.cat(parts).double() if parts else torch.empty(0, model.head.in_features, dtype=torch.float64)
+    f = penultimate(model, x, batch).double()
     if model.head.bias is None:
         return f
     return torch.cat([f, torch.ones(len(f), 1, dtype=torch.float64)], 1)
@@ -113,7 +109,7 @@ class LastLayerMethod(Attributor):
     def _train_features(self, progress: Progress | None = None) -> torch.Tensor:
         if progress:
             progress(0.0, "penultimate features")
-        return penultimate(self.model, self.data.x)
+        return penultimate_with_bias(self.model, self.data.x)
 
     def _test_split(self) -> torch.Tensor | None:
         """The scenario's test inputs when the training data came from a scenario (for diagnostics)."""
@@ -130,7 +126,7 @@ class LastLayerMethod(Attributor):
         info = {f"{prefix}_agreement_train": agreement(feats @ layer.T, feats @ head.T)}
         x_test = self._test_split()
         if x_test is not None and len(x_test):
-            ft = penultimate(self.model, x_test)
+            ft = penultimate_with_bias(self.model, x_test)
             info[f"{prefix}_agreement_test"] = agreement(ft @ layer.T, ft @ head.T)
         return info
 
@@ -280,10 +276,10 @@ class RepresenterL2(LastLayerMethod):
     def representer_logits(self, x: torch.Tensor) -> torch.Tensor:
         """``Σ_i α_i f̃_iᵀ f̃(x)``: the retrained layer's logits rebuilt from the training points, ``[m, K]``."""
         self.fit()
-        return penultimate(self.model, x) @ (self._alpha.T @ self._feats).T
+        return penultimate_with_bias(self.model, x) @ (self._alpha.T @ self._feats).T
 
     def _scores(self, x, target):
-        kernel = penultimate(self.model, x) @ self._feats.T             # [m, n]: f̃(x')ᵀ f̃_i
+        kernel = penultimate_with_bias(self.model, x) @ self._feats.T             # [m, n]: f̃(x')ᵀ f̃_i
         return (kernel * self._alpha[:, target].T).float()                # α_{i,c} f̃_iᵀ f̃(x')
 
     def _self_scores(self):
@@ -404,10 +400,10 @@ class RepresenterLJE(LastLayerMethod):
     def lje_logits(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of the expanded layer ``W_LJE`` at ``x``, ``[m, K]`` (what the scores sum to)."""
         self.fit()
-        return penultimate(self.model, x) @ self.layer.T
+        return penultimate_with_bias(self.model, x) @ self.layer.T
 
     def _scores(self, x, target):
-        return self._score_rows(penultimate(self.model, x), target).float()
+        return self._score_rows(penultimate_with_bias(self.model, x), target).float()
 
     def _self_scores(self):
         return self._self

@@ -46,10 +46,8 @@ trained on subsets keep ``Q`` informative, which is why the paper ensembles.
 
 Cost: the precompute is one per-sample gradient pass over the training set per member; a
 query is a gradient and a projection per member, then one ``[b, P] @ [P, n]`` product per
-member against the cached ``Φ_m (Φ_mᵀΦ_m + λI)⁻¹`` (``n × P`` floats per member). Measured on
-the default MNIST CNN (6,000 points, all 206,922 parameters, P = 2048, 2 idle CPU cores):
-~9.5 s per member to fit (47 s for the default five checkpoints, ~250 MB cached), 0.01 s
-per query.
+member against the cached ``Φ_m (Φ_mᵀΦ_m + λI)⁻¹`` (``n × P`` floats per member). Measured
+costs: ``benchmarks/README.md``.
 """
 
 from __future__ import annotations
@@ -177,7 +175,7 @@ class TRAK(Attributor):
             blocks = gradient_blocks(model, self.names, x[start: start + step], target[start: start + step],
                                      "margin", step)
             flat = blocks.flat()
-            out.append(flat if proj is None else proj(flat))
+            out.append((flat if proj is None else proj(flat)).float())
         return torch.cat(out) if out else torch.zeros(0, self.out_dim)
 
     # ----- precompute ---------------------------------------------------------------------------

@@ -34,6 +34,16 @@ class AttrexModel(nn.Module, ABC):
         return self.head.in_features
 
 
+@torch.no_grad()
+def penultimate(model: AttrexModel, x: torch.Tensor, batch: int = 500) -> torch.Tensor:
+    """``model.features(x)`` ``[N, d]`` in eval mode, ``batch`` rows at a time (the model's mode is restored)."""
+    was_training = model.training
+    model.eval()
+    parts = [model.features(x[i: i + batch]) for i in range(0, len(x), batch)]
+    model.train(was_training)
+    return torch.cat(parts) if parts else torch.zeros(0, model.head.in_features, dtype=model.head.weight.dtype)
+
+
 class SmallCNN(AttrexModel):
     """Two conv blocks and a 128-unit hidden layer, for 28×28 grey images (penultimate: 128)."""
 
