@@ -1,4 +1,7 @@
-"""Command line: ``attrex scenarios | prepare | methods | explain | bench``.
+"""Command line: ``attrex scenarios | prepare | methods | explain``.
+
+The benchmark against Captum is a script of its own, ``python benchmarks/bench_attribution.py``
+(it needs the test extra: ``pip install -e ".[test]"``, or ``make test``'s environment).
 
 Every command takes ``--json`` and then prints exactly one JSON document on stdout;
 progress bars and messages go to stderr. Bad input exits with status 2 and a message
@@ -335,45 +338,6 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
-def _int_list(text: str) -> tuple[int, ...]:
-    if text.strip().lower() in ("", "none"):
-        return ()
-    try:
-        return tuple(int(v) for v in text.split(","))
-    except ValueError:
-        raise AttrexError(f"--dims takes comma-separated integers (e.g. 512,1024) or none; got {text!r}") from None
-
-
-def cmd_bench(args: argparse.Namespace) -> int:
-    import torch
-
-    from core import bench
-
-    if args.threads is not None and args.threads < 1:
-        raise AttrexError(f"--threads must be a positive integer; got {args.threads}")
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
-    full = args.full_mnist
-    opts = bench.BenchOptions(
-        scenario=args.scenario, methods=methods, points=args.repeats, k=args.k, captum=not args.no_captum,
-        captum_cp_points=min(args.captum_queries, args.repeats), dims=_int_list(args.dims),
-        full_mnist=None if full.lower() == "none" else full, full_mnist_verify=not args.no_verify,
-        n_train=args.n_train, epochs=args.epochs, cache_dir=args.cache_dir)
-
-    def log(message: str) -> None:
-        if not args.quiet:
-            print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-    threads = torch.get_num_threads()
-    try:
-        if args.threads is not None:
-            torch.set_num_threads(args.threads)
-        report = bench.run(opts, log)
-    finally:
-        torch.set_num_threads(threads)
-    print(json.dumps(report, indent=1) if args.json else bench.format_report(report))
-    return 0
-
-
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="attrex", description="attrex, the attribution explorer")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -424,29 +388,6 @@ def make_parser() -> argparse.ArgumentParser:
                    "token highlights as HTML for text) of every listed pair to OUTDIR")
     p.set_defaults(func=cmd_explain)
 
-    p = sub.add_parser("bench", help="time every method and Captum's TracIn on a scenario's default model")
-    p.add_argument("--scenario", default="mnist", help=f"one of: {', '.join(PRESETS)} (default mnist)")
-    p.add_argument("--methods", help="comma-separated method names (default: every registered method)")
-    p.add_argument("--repeats", type=int, default=5, help="test samples each method is queried on, one at a time "
-                   "(timed and used for the agreement with exact tracin; default 5)")
-    p.add_argument("--captum-queries", type=int, default=2,
-                   help="of those, how many go to Captum's slow TracInCP (default 2; 0 skips it)")
-    p.add_argument("--no-captum", action="store_true", help="skip the Captum comparison")
-    p.add_argument("--k", type=int, default=10, help="top-k for the agreement figures (default 10)")
-    p.add_argument("--dims", default="512,1024,2048,4096",
-                   help="tracin-rp projected dimensions to sweep against exact tracin (or none)")
-    p.add_argument("--full-mnist", default="auto", metavar="PATH",
-                   help="folder with the full MNIST (mnist.npz) for the peak-memory run; default: ../shared/data "
-                   "if present; none skips it")
-    p.add_argument("--no-verify", action="store_true",
-                   help="do not re-run full MNIST at the projected dimension estimated to fit the memory target")
-    p.add_argument("--n-train", type=int, help="class-balanced subset of the training split (a quick run)")
-    p.add_argument("--epochs", type=int, help="training epochs (default: the data set's)")
-    p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
-    p.add_argument("--cache-dir", help="model cache folder (methods always use a fresh temporary cache)")
-    p.add_argument("--quiet", action="store_true", help="no progress messages")
-    p.add_argument("--json", action="store_true", help="one JSON document on stdout")
-    p.set_defaults(func=cmd_bench)
     return parser
 
 

@@ -12,9 +12,11 @@ import streamlit as st
 
 from core.data import Scenario
 from core.errors import AttrexError
+from core.jobs import Job
 from core.methods import REGISTRY, Param
 from core.models import TrainedModel
-from explorer import pair, state
+from explorer import pair, session, state
+from explorer.components import job_panel
 from explorer.render import GROUND_TRUTH_COLOURS, badge, to_image
 
 DEFAULT_METHODS = ["tracin-rp"]
@@ -30,18 +32,18 @@ def render(sc: Scenario, trained: TrainedModel, selection: state.Selection, spli
     st.header("Which training data made this prediction?")
     c1, c2, c3 = st.columns([3, 2, 1.3])
     methods = c1.multiselect(
-        "Methods", list(REGISTRY), default=DEFAULT_METHODS, max_selections=MAX_METHODS, key="methods",
+        "Methods", list(REGISTRY), default=DEFAULT_METHODS, max_selections=MAX_METHODS, key=session.METHODS,
         format_func=lambda m: REGISTRY[m].title, help="Up to three methods, one below the other.")
     if predicted != y_true:
         explain = c2.segmented_control(
-            "Explain", ["prediction", "true label"], default="prediction", required=True, key="explain",
+            "Explain", ["prediction", "true label"], default="prediction", required=True, key=session.EXPLAIN,
             format_func=lambda e: f"why {names[predicted]}" if e == "prediction" else f"why not {names[y_true]}",
             help=f"Which class the scores are about: the prediction ({names[predicted]}) or the sample's true "
                  f"label ({names[y_true]}).")
     else:
         explain = "prediction"
         c2.markdown(f"Explaining the prediction **{names[predicted]}** (also the true label).")
-    k = int(c3.number_input("Shown", min_value=1, max_value=16, value=8, step=1, key="top-k",
+    k = int(c3.number_input("Shown", min_value=1, max_value=16, value=8, step=1, key=session.TOP_K,
                             help="Proponents and opponents shown per method"))
     target = predicted if explain == "prediction" else y_true
     if not methods:
@@ -54,13 +56,13 @@ def render(sc: Scenario, trained: TrainedModel, selection: state.Selection, spli
 def _parameters(name: str, check) -> dict:
     """The method's parameters: the registry's defaults, changed in a form and applied only when ``check`` accepts them."""
     cls = REGISTRY[name]
-    key = f"params-{name}"
-    current = st.session_state.setdefault(key, {p.name: p.default for p in cls.params})
+    key = session.params(name)
+    current = st.session_state.setdefault(key, cls.defaults())
     if not cls.params:
         return current
-    with st.expander(f"Parameters of {cls.title}"), st.form(f"form-{name}", border=False):
+    with st.expander(f"Parameters of {cls.title}"), st.form(session.params_form(name), border=False):
         cols = st.columns(min(4, len(cls.params)))
-        chosen = {p.name: _widget(cols[i % len(cols)], p, current[p.name], f"{key}-{p.name}")
+        chosen = {p.name: _widget(cols[i % len(cols)], p, current[p.name], session.param(name, p.name))
                   for i, p in enumerate(cls.params)}
         if st.form_submit_button("Apply"):
             try:
@@ -98,14 +100,9 @@ def _method_block(sc: Scenario, trained: TrainedModel, selection: state.Selectio
     except AttrexError as exc:
         st.error(f"{cls.title} cannot run here: {exc}")
         return
-    if isinstance(method, state.Job):
-        if method.error:
-            st.error(f"The precompute failed: {method.error}")
-            st.button("Try again", key=f"retry-{name}", on_click=state.forget_job, args=(method.key,))
-        else:
-            from explorer.explore import job_progress
-
-            job_progress(method, f"Precomputing **{cls.title}** for this model (once; it is cached on disk).")
+    if isinstance(method, Job):
+        job_panel(method, "The precompute", f"Precomputing **{cls.title}** for this model (once; it is cached on "
+                  "disk).", retry_key=session.retry(name))
         return
     try:
         top = state.top_k(selection, state.method_key(name, params), split, row, target, k, method)
@@ -168,6 +165,6 @@ def _image_cards(sc: Scenario, ids: np.ndarray, scores: np.ndarray, method: str,
             label = sc.class_names[int(sc.y_train[i])]
             st.markdown(f"**#{i}** · {label}  \n`{s:+.3g}`" + (f"  \n{_flags_markdown(sc, i, f)}" if f else ""))
             opened = pair.is_open(method, i, context)
-            st.button("Inspecting" if opened else "Inspect", key=f"inspect-{method}-{kind}-{i}", width="stretch",
+            st.button("Inspecting" if opened else "Inspect", key=session.inspect(method, kind, i), width="stretch",
                       type="primary" if opened else "secondary", on_click=pair.open_pair,
                       args=(method, kind, i, rank, float(s), context))

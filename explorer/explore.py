@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import time
 
 import numpy as np
 import plotly.graph_objects as go
@@ -12,8 +11,10 @@ import streamlit as st
 from core.data import Scenario
 from core.data.text import tokenize
 from core.errors import AttrexError
+from core.jobs import Job
 from core.models import TrainedModel
-from explorer import attribution, state
+from explorer import attribution, session, state
+from explorer.components import job_panel
 from explorer.render import GROUND_TRUTH_COLOURS, badge, to_image, token_strip
 from explorer.sidebar import model_status, pick_scenario
 
@@ -32,15 +33,11 @@ def render() -> None:
         st.stop()
     _header(sc)
     trained = state.model_or_job(selection)
-    if isinstance(trained, state.Job):
-        if trained.error:
-            st.error(f"Training failed: {trained.error}")
-            st.button("Try again", on_click=state.forget_job, args=(trained.key,))
-        else:
-            sel = selection
-            job_progress(trained, f"Training `{sel.config.arch}` on **{sel.scenario}** ({sel.config.epochs} epochs). "
-                         "The model is cached on disk: next time it loads at once. Meanwhile you can pick another "
-                         "scenario; this training goes on.")
+    if isinstance(trained, Job):
+        sel = selection
+        job_panel(trained, "Training", f"Training `{sel.config.arch}` on **{sel.scenario}** ({sel.config.epochs} "
+                  "epochs). The model is cached on disk: next time it loads at once. Meanwhile you can pick another "
+                  "scenario; this training goes on.")
         st.stop()
     model_status(trained)
     _training_curve(trained)
@@ -66,19 +63,6 @@ def _header(sc: Scenario) -> None:
         chips.append(badge(f"{sc.n_classes} superclasses: " + " | ".join(sc.class_names), "blue"))
     st.markdown(" ".join(chips))
     st.caption(f"{spec.description}. Data: {sc.source}.")
-
-
-def job_progress(job: state.Job, explanation: str) -> None:
-    """A background job's progress, polled once a second; the page reruns when it is done."""
-    st.info(explanation)
-
-    @st.fragment(run_every=1.0)
-    def poll() -> None:
-        if job.done:
-            st.rerun()
-        st.progress(min(job.fraction, 1.0), text=f"{job.message} · {time.time() - job.started:.0f} s")
-
-    poll()
 
 
 def _training_curve(trained: TrainedModel) -> None:
@@ -108,11 +92,12 @@ def _gallery(sc: Scenario, trained: TrainedModel, selection: state.Selection) ->
         split = "clean"
         if len(splits) > 1:
             split = cols.pop(0).segmented_control("Test split", splits, default="clean", required=True,
-                                                  format_func=SPLIT_LABELS.get, key=f"split-{sc.spec.name}")
+                                                  format_func=SPLIT_LABELS.get, key=session.split(sc.spec.name))
         classes = cols[0].multiselect("True class", list(range(sc.n_classes)), format_func=lambda c: sc.class_names[c],
-                                      placeholder="all classes", key=f"classes-{sc.spec.name}")
-        show = cols[1].selectbox("Show", ["all", "misclassified", "correct"], key=f"show-{sc.spec.name}")
-        order = cols[2].selectbox("Order", ["index", "least confident", "most confident"], key=f"order-{sc.spec.name}")
+                                      placeholder="all classes", key=session.classes(sc.spec.name))
+        show = cols[1].selectbox("Show", ["all", "misclassified", "correct"], key=session.show(sc.spec.name))
+        order = cols[2].selectbox("Order", ["index", "least confident", "most confident"],
+                                   key=session.order(sc.spec.name))
 
     probs = state.probabilities(selection, split, trained)
     ids_in_test = sc.test_ids(split).numpy()
@@ -152,7 +137,7 @@ def _gallery(sc: Scenario, trained: TrainedModel, selection: state.Selection) ->
 def _pick(sc: Scenario, split: str, rows: np.ndarray, pred: np.ndarray, conf: np.ndarray, y_true: np.ndarray,
           ids_in_test: np.ndarray, summary: str, view: str) -> int:
     """Show the filtered samples (image grid or text table) and return the chosen row of the split."""
-    key = f"sample-{sc.spec.name}-{split}"
+    key = session.sample(sc.spec.name, split)
     if st.session_state.get(key) not in set(rows.tolist()):
         st.session_state[key] = int(rows[0])
     names = sc.class_names
@@ -169,7 +154,7 @@ def _pick(sc: Scenario, split: str, rows: np.ndarray, pred: np.ndarray, conf: np
         }
         event = st.dataframe(
             table, hide_index=True, on_select="rerun", selection_mode="single-row", height=520,
-            key=f"table-{sc.spec.name}-{hashlib.sha1(view.encode()).hexdigest()[:10]}",
+            key=session.table(sc.spec.name, hashlib.sha1(view.encode()).hexdigest()[:10]),
             column_config={"confidence": st.column_config.ProgressColumn("confidence", min_value=0, max_value=1, format="%.2f"),
                            "text": st.column_config.TextColumn("text", width="medium")},
         )
@@ -184,7 +169,7 @@ def _pick(sc: Scenario, split: str, rows: np.ndarray, pred: np.ndarray, conf: np
     page = 1
     if n_pages > 1:
         page = int(pager.number_input(f"Page of {n_pages}", min_value=1, max_value=n_pages, value=1, step=1,
-                                      key=f"page-{sc.spec.name}-{split}"))
+                                      key=session.page(sc.spec.name, split)))
     shown = rows[(page - 1) * PAGE_SIZE: page * PAGE_SIZE]
     scale = 4 if sc.input_shape[-1] <= 28 else 3
     x, _ = sc.test_split(split)
@@ -196,7 +181,7 @@ def _pick(sc: Scenario, split: str, rows: np.ndarray, pred: np.ndarray, conf: np
             with col:
                 ok = pred[r] == y_true[r]
                 st.image(to_image(x[r], scale), width="stretch")
-                st.button(f"#{int(ids_in_test[r])}", key=f"pick-{sc.spec.name}-{split}-{r}", width="stretch",
+                st.button(f"#{int(ids_in_test[r])}", key=session.pick(sc.spec.name, split, r), width="stretch",
                           type="primary" if r == st.session_state[key] else "secondary",
                           help=f"true {names[y_true[r]]}, predicted {names[pred[r]]} ({conf[r]:.1%})",
                           on_click=st.session_state.__setitem__, args=(key, r))

@@ -15,46 +15,44 @@ import streamlit as st
 from core.data import Scenario
 from core.errors import AttrexError
 from core.features.render import flia_tokens_html, overlay
+from core.jobs import Job
 from core.methods import REGISTRY
 from core.models import TrainedModel
-from explorer import state
+from explorer import session, state
 from explorer.render import to_image
-
-KEY = "pair"
 
 
 def open_pair(method: str, kind: str, train_id: int, rank: int, score: float, context: tuple) -> None:
-    st.session_state[KEY] = {"method": method, "kind": kind, "train": train_id, "rank": rank, "score": score,
-                             "context": context}
+    session.set_open_pair(session.OpenPair(method, kind, train_id, rank, score, context))
 
 
 def close_pair() -> None:
-    st.session_state.pop(KEY, None)
+    session.set_open_pair(None)
 
 
 def is_open(method: str, train_id: int, context: tuple) -> bool:
-    p = st.session_state.get(KEY)
-    return bool(p) and p["method"] == method and p["train"] == train_id and p["context"] == context
+    p = session.open_pair()
+    return p is not None and p.method == method and p.train == train_id and p.context == context
 
 
 def render(sc: Scenario, trained: TrainedModel, selection: state.Selection, method: str, split: str, row: int,
            test_id: int, target: int, context: tuple) -> None:
     """The pair view, if the user opened one from ``method``'s cards for this test sample and class."""
-    p = st.session_state.get(KEY)
-    if not p or p["method"] != method or p["context"] != context:
+    p = session.open_pair()
+    if p is None or p.method != method or p.context != context:
         return
-    i, names = p["train"], sc.class_names
+    i, names = p.train, sc.class_names
     x_test = sc.test_split(split)[0][row]
     x_train = sc.x_train[i]
     scale = 6 if sc.input_shape[-1] <= 28 else 4
     with st.container(border=True):
         head, close = st.columns([8, 1])
-        role = "proponent" if p["kind"] == "proponents" else "opponent"
+        role = "proponent" if p.kind == "proponents" else "opponent"
         head.markdown(f"#### Pair view: test #{test_id} and training #{i}\n"
-                      f"{role.capitalize()} #{p['rank']} of {REGISTRY[method].title} for class "
-                      f"**{names[target]}** (score `{p['score']:+.3g}`); training label "
+                      f"{role.capitalize()} #{p.rank} of {REGISTRY[method].title} for class "
+                      f"**{names[target]}** (score `{p.score:+.3g}`); training label "
                       f"**{names[int(sc.y_train[i])]}**.")
-        close.button("Close", key="pair-close", on_click=close_pair, width="stretch")
+        close.button("Close", key=session.PAIR_CLOSE, on_click=close_pair, width="stretch")
         with st.spinner("FLIA: perturbing the training image in 10 small steps…"):
             try:
                 f = state.flia_pair(selection, split, row, i, target, trained)
@@ -68,7 +66,7 @@ def render(sc: Scenario, trained: TrainedModel, selection: state.Selection, meth
                       caption="FLIA on the training image: |attribution|, red = most")
         _lrp(sc, trained, selection, split, row, i, target, x_test, x_train, scale, cols[3], cols[4])
         chart, notes = st.columns([3, 2])
-        chart.plotly_chart(_il_path_figure(f["il_path"]), width="stretch", key="pair-il-path")
+        chart.plotly_chart(_il_path_figure(f["il_path"]), width="stretch", key=session.PAIR_IL_PATH)
         conf = f["confidence"]
         notes.markdown(
             f"**IL** (TracIn of this pair over the checkpoints) went from `{f['il_path'][0]:+.3g}` to "
@@ -81,13 +79,13 @@ def render(sc: Scenario, trained: TrainedModel, selection: state.Selection, meth
 
 
 def _lrp(sc, trained, selection, split, row, i, target, x_test, x_train, scale, col_train, col_test) -> None:
-    defaults = {p.name: p.default for p in REGISTRY["dualview"].params}
+    defaults = REGISTRY["dualview"].defaults()
     try:
         dualview = state.method_or_job(selection, trained, "dualview", defaults)
     except AttrexError as exc:
         col_train.warning(f"DualView cannot run here: {exc}")
         return
-    if isinstance(dualview, state.Job):
+    if isinstance(dualview, Job):
         with col_train:
             st.progress(dualview.fraction, text="DualView is being precomputed for the LRP views…")
         return

@@ -6,6 +6,7 @@ import streamlit as st
 
 from core.data import DATASETS, DEFAULT_SCENARIO, PRESETS
 from core.models import ARCHITECTURES, TrainedModel, default_config
+from explorer import session
 from explorer.state import Selection
 
 
@@ -19,19 +20,19 @@ def pick_scenario() -> Selection:
     with st.sidebar:
         st.markdown("### attrex")
         name = st.selectbox(
-            "Scenario", names, index=names.index(wanted), key="scenario",
+            "Scenario", names, index=names.index(wanted), key=session.SCENARIO,
             help="A data set, perhaps with something planted in it: flipped labels, a backdoor trigger, a mark.",
         )
         st.caption(PRESETS[name].description)
         dataset = PRESETS[name].dataset
         kind = DATASETS[dataset].kind
         archs = [a for a, (_, k, _) in ARCHITECTURES.items() if k == kind]
-        with st.expander("Model and seed"), st.form(f"model-{dataset}", border=False):
-            seed = int(st.number_input("Seed", min_value=0, max_value=1_000_000, value=0, step=1, key="seed",
+        with st.expander("Model and seed"), st.form(session.model_form(dataset), border=False):
+            seed = int(st.number_input("Seed", min_value=0, max_value=1_000_000, value=0, step=1, key=session.SEED,
                                        help="Seeds the scenario (which points are corrupted) and the training."))
             arch = st.selectbox("Architecture", archs, index=archs.index(default_config(dataset).arch),
-                                key=f"arch-{dataset}", format_func=lambda a: f"{a}: {ARCHITECTURES[a][2]}")
-            epochs = st.number_input("Epochs", min_value=1, max_value=200, value=None, step=1, key=f"epochs-{dataset}",
+                                key=session.arch(dataset), format_func=lambda a: f"{a}: {ARCHITECTURES[a][2]}")
+            epochs = st.number_input("Epochs", min_value=1, max_value=200, value=None, step=1, key=session.epochs(dataset),
                                      placeholder="default",
                                      help="Leave empty for the architecture's default (shown below).")
             st.form_submit_button("Apply", help="Train (or load) the model with these options")

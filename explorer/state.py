@@ -1,29 +1,26 @@
 """What the app keeps between reruns: built scenarios, models, fitted methods, predictions.
 
 Everything here wraps a ``core`` call in a Streamlit cache, so a rerun costs nothing. A
-model or a method precompute already in the disk cache is loaded at once; one that is not
-is computed in a background thread owned by a process-wide job registry, so a rerun (any
-click) never interrupts it, every session asking for the same thing shares one job, and
-computations run one after another.
+model or a method precompute already in the disk cache (and sound) is loaded at once; one
+that is not is computed by the process's :class:`core.jobs.JobRunner` in a background
+thread, so a rerun (any click) never interrupts it, every session asking for the same thing
+shares one job, and computations run one after another.
 """
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Callable, Hashable
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Hashable
+from dataclasses import dataclass
 
 import numpy as np
 import streamlit as st
 
-from core.cache import Cache
 from core.data import Scenario, build, get_spec
-from core.errors import AttrexError
 from core.features import FLIA, dualview_lrp, flia
+from core.jobs import Job, JobRunner
 from core.methods import Attributor, TrainingData, create
-from core.models import TrainConfig, TrainedModel, is_cached, predict_proba, train
+from core.models import TrainConfig, TrainedModel, load_cached, predict_proba, train
 
 
 @dataclass(frozen=True)
@@ -40,102 +37,60 @@ def scenario(name: str, seed: int) -> Scenario:
     return build(get_spec(name, seed=seed))
 
 
-@st.cache_resource(show_spinner="Loading the model from the cache…", max_entries=6)
-def load_model(selection: Selection) -> TrainedModel:
-    """A model that is in the disk cache (see :func:`model_or_job`)."""
-    return train(scenario(selection.scenario, selection.seed), selection.config)
+class _NotCached(Exception):
+    """Raised (so never memoised) by the loaders below when the disk cache lacks a sound entry."""
 
 
-@dataclass
-class Job:
-    """Long work (a training, a method's precompute) running in a background thread.
+@st.cache_resource(show_spinner=False, max_entries=6)
+def _cached_model(selection: Selection) -> TrainedModel:
+    """The model if the disk cache holds it sound (read and checked once per process)."""
+    model = load_cached(scenario(selection.scenario, selection.seed), selection.config)
+    if model is None:
+        raise _NotCached
+    return model
 
-    One job computes at a time (two at once would only split the same cores); the others
-    wait their turn. ``label`` says what it is, ``result`` or ``error`` how it ended.
-    """
 
-    key: Hashable
-    label: str
-    work: Callable[[Callable[[float, str], None]], Any]
-    fraction: float = 0.0
-    message: str = "waiting for another computation to finish"
-    result: Any = None
-    error: str | None = None
-    started: float = field(default_factory=time.time)
-
-    @property
-    def done(self) -> bool:
-        return self.result is not None or self.error is not None
-
-    def _progress(self, fraction: float, message: str) -> None:
-        self.fraction, self.message = fraction, message
-
-    def _run(self) -> None:
-        try:
-            with _compute_lock:
-                self.started, self.message = time.time(), "starting"
-                self.result = self.work(self._progress)
-        except AttrexError as exc:
-            self.error = str(exc)
-        except Exception as exc:  # shown to the user, never a silent failure
-            self.error = f"{type(exc).__name__}: {exc}"
+def _or_none(load, *args):
+    try:
+        return load(*args)
+    except _NotCached:
+        return None
 
 
 @st.cache_resource(show_spinner=False)
-def _jobs() -> dict[Hashable, Job]:
-    return {}
-
-
-_jobs_lock = threading.Lock()  # guards the registry
-_compute_lock = threading.Lock()  # one computation at a time
-
-
-def run_or_job(key: Hashable, label: str, ready: Callable[[], bool], load: Callable[[], Any],
-               work: Callable[[Callable[[float, str], None]], Any]) -> Any:
-    """``load()`` when ``ready()`` (the result is in the disk cache); otherwise the background :class:`Job`.
-
-    Every session asking for the same ``key`` shares one job. A finished job hands over its
-    result once and is dropped (later reruns load it from the disk cache); a failed job
-    stays, with its error, until :func:`forget_job` (the page's "Try again").
-    """
-    with _jobs_lock:
-        jobs = _jobs()
-        job = jobs.get(key)
-        if job is not None:
-            if not job.done or job.error:
-                return job
-            del jobs[key]
-            return job.result
-        if not ready():
-            job = jobs[key] = Job(key, label, work)
-            threading.Thread(target=job._run, name=f"attrex-{label}", daemon=True).start()
-            return job
-    return load()
+def runner() -> JobRunner:
+    """The process's background jobs: every session shares them, one computes at a time."""
+    return JobRunner()
 
 
 def model_or_job(selection: Selection) -> TrainedModel | Job:
-    """The trained model if it is cached; otherwise its background training :class:`Job`."""
+    """The trained model if it is cached and sound; otherwise its background training :class:`Job`.
+
+    A damaged cache entry goes through the same queue (the job retrains it, with progress).
+    """
     sc = scenario(selection.scenario, selection.seed)
-    return run_or_job(
+
+    return runner().run_or_job(
         ("train", selection), f"training {selection.config.arch} on {selection.scenario}",
-        ready=lambda: is_cached(sc, selection.config), load=lambda: load_model(selection),
-        work=lambda progress: train(sc, selection.config, progress=progress))
+        load=lambda: _or_none(_cached_model, selection), work=lambda progress: train(sc, selection.config, progress=progress))
 
 
 def forget_job(key: Hashable) -> None:
-    with _jobs_lock:
-        _jobs().pop(key, None)
+    runner().forget(key)
 
 
 def method_key(name: str, params: dict) -> tuple:
     return name, tuple(sorted(params.items()))
 
 
-@st.cache_resource(show_spinner="Loading the precomputed attributions…", max_entries=12)
-def load_method(selection: Selection, name: str, params: tuple, _trained: TrainedModel) -> Attributor:
-    """A fitted method whose precompute is in the disk cache (``_trained`` is determined by ``selection``)."""
+@st.cache_resource(show_spinner=False, max_entries=12)
+def _cached_method(selection: Selection, name: str, params: tuple, _trained: TrainedModel) -> Attributor:
+    """A fitted method whose precompute the disk cache holds sound (``_trained`` is the selection's model)."""
     sc = scenario(selection.scenario, selection.seed)
-    return create(name, _trained, TrainingData.of(sc), **dict(params)).fit()
+    method = create(name, _trained, TrainingData.of(sc), **dict(params))
+    if not method.fit_cached():
+        raise _NotCached
+    return method
 
 
 def check_method(selection: Selection, trained: TrainedModel, name: str, params: dict) -> None:
@@ -148,11 +103,10 @@ def method_or_job(selection: Selection, trained: TrainedModel, name: str, params
     sc = scenario(selection.scenario, selection.seed)
     method = create(name, trained, TrainingData.of(sc), **params)  # checks the parameters at once
     key = method_key(name, params)
-    return run_or_job(
-        ("fit", selection, key), f"precomputing {method.title}",
-        ready=lambda: Cache().contains("method", method.cache_key()),
-        load=lambda: load_method(selection, *key, trained),
-        work=lambda progress: method.fit(progress))
+
+    return runner().run_or_job(("fit", selection, key), f"precomputing {method.title}",
+                               load=lambda: _or_none(_cached_method, selection, *key, trained),
+                               work=lambda progress: method.fit(progress))
 
 
 @st.cache_data(show_spinner=False, max_entries=256)

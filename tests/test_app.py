@@ -129,7 +129,7 @@ def test_a_failed_training_stays_on_screen_until_the_user_retries(monkeypatch, i
     def settle() -> None:
         """Wait (jobs run one at a time, so perhaps behind an earlier page's precompute) until this job is done."""
         deadline = time.time() + 300
-        while (job := state._jobs().get(key)) is not None and not job.done:
+        while (job := state.runner().jobs.get(key)) is not None and not job.done:
             assert time.time() < deadline, "the training job did not end"
             time.sleep(0.2)
         at.run()
@@ -155,7 +155,7 @@ def _wait_for_jobs(at: AppTest, timeout: float = 240) -> None:
     from explorer import state
 
     deadline = time.time() + timeout
-    while any(not j.done for j in state._jobs().values()):
+    while state.runner().busy():
         assert time.time() < deadline, "a background job did not finish in time"
         time.sleep(0.5)
     at.run()
@@ -166,23 +166,32 @@ def test_attribution_panel_shows_proponents_and_opponents_with_ground_truth(mnis
     """On the default scenario: the default method is precomputed in the background, then its cards appear."""
     from core.data import build
     from core.methods import TrainingData, create
+    from core.models import predict
 
     at = AppTest.from_file(APP, default_timeout=120)
     at.run()
     assert at.multiselect(key="methods").value == ["tracin-rp"]
     _wait_for_jobs(at)
     texts = _texts(at)
-    assert "Proponents: support 0" in texts and "Opponents: work against 0" in texts
+    predicted = int(predict(mnist_trained.model, build("mnist").x_test[:1]).argmax(1))
+    assert f"Proponents: support {predicted}" in texts and f"Opponents: work against {predicted}" in texts
     method = create("tracin-rp", mnist_trained, TrainingData.of(build("mnist"))).fit()
     top = method.top_k(build("mnist").x_test[:1], k=8)
     first = int(top.proponents[0, 0])
     assert f"**#{first}** · {int(build('mnist').y_train[first])}" in texts  # the card of the top proponent
 
-    at.button(key="pick-mnist-clean-2").click().run()  # test #2 is misclassified (3 predicted as 5)
+    # the first test sample this model misclassifies (derived, not assumed): the misclassified
+    # filter puts it on the gallery's first page
+    mnist = build("mnist")
+    wrong = (predict(mnist_trained.model, mnist.x_test).argmax(1) != mnist.y_test).nonzero().squeeze(1)
+    assert len(wrong) > 0, "the default model classifies every test sample correctly: nothing to explain"
+    first_wrong = int(wrong[0])
+    at.selectbox(key="show-mnist").select("misclassified").run()
+    at.button(key=f"pick-mnist-clean-{first_wrong}").click().run()
     assert at.segmented_control(key="explain").value == "prediction"
     at.segmented_control(key="explain").set_value("true label").run()
     assert not at.exception
-    assert "Proponents: support 3" in _texts(at)
+    assert f"Proponents: support {int(mnist.y_test[first_wrong])}" in _texts(at)
 
 
 def test_bad_method_parameters_are_refused_and_change_nothing(mnist_trained):

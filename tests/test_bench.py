@@ -1,4 +1,5 @@
-"""``attrex bench`` on a tiny setting: the JSON document's structure, a failing method skipped with its error."""
+"""``benchmarks/bench_attribution.py`` on a tiny setting: the JSON document's structure, a failing method skipped
+with its error."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ import json
 import pytest
 import torch
 
-from core import bench
-from core.cli import main
+from benchmarks import bench_attribution as bench
 from core.methods import REGISTRY
+
+main = bench.main
 
 
 def test_rank_statistics_against_hand_computed_values():
@@ -28,7 +30,7 @@ def test_bench_json_on_a_tiny_setting(monkeypatch, capsys):
 
     monkeypatch.setattr(REGISTRY["graddot"], "_compute_rows", broken)
     before = torch.get_num_threads()
-    code = main(["bench", "--scenario", "mnist", "--n-train", "100", "--epochs", "2", "--methods", "tracin-rp,graddot",
+    code = main(["--scenario", "mnist", "--n-train", "100", "--epochs", "2", "--methods", "tracin-rp,graddot",
                  "--repeats", "2", "--captum-queries", "1", "--dims", "2048", "--full-mnist", "none",
                  "--threads", "1", "--quiet", "--json"])
     assert code == 0
@@ -78,5 +80,5 @@ def test_bench_json_on_a_tiny_setting(monkeypatch, capsys):
 
 
 def test_bench_refuses_unknown_methods(capsys):
-    assert main(["bench", "--methods", "tracin,nope", "--full-mnist", "none", "--quiet"]) == 2
+    assert main(["--methods", "tracin,nope", "--full-mnist", "none", "--quiet"]) == 2
     assert "unknown method(s) 'nope'" in capsys.readouterr().err

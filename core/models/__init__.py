@@ -8,6 +8,7 @@ from core.models.training import (
     TrainedModel,
     default_config,
     is_cached,
+    load_cached,
     load_state,
     predict,
     predict_proba,
@@ -16,5 +17,5 @@ from core.models.training import (
 
 __all__ = [
     "ARCHITECTURES", "AttrexModel", "build_model", "DEFAULT_CONFIGS", "Checkpoint", "TrainConfig",
-    "TrainedModel", "default_config", "is_cached", "load_state", "predict", "predict_proba", "train",
+    "TrainedModel", "default_config", "is_cached", "load_cached", "load_state", "predict", "predict_proba", "train",
 ]

@@ -5,6 +5,12 @@
 when it was taken (TracIn weights checkpoints by it). Same scenario and config, same
 weights, bit for bit; the result is cached under a key of the scenario's fingerprint, the
 config and this module's code version, so a second call loads it at once.
+
+Seeds: ``TrainConfig.seed`` ``None`` (the default) means the scenario's seed, so one seed
+(``ScenarioSpec.seed``, ``attrex prepare --seed``, the app's sidebar) fixes both the data and
+the training. :func:`resolve` fills it in before anything is keyed: ``TrainedModel.config``
+always holds the seed the model was trained with, and ``TrainConfig(seed=5)`` and ``None``
+on a scenario of seed 5 are the same model under the same key.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from dataclasses import asdict, dataclass, field, replace
 import torch
 import torch.nn.functional as F
 
-from core.cache import Cache, make_key
+from core.cache import Cache, CacheError, make_key
 from core.data.scenario import Scenario
 from core.errors import AttrexError
 from core.models.architectures import ARCHITECTURE_VERSIONS, ARCHITECTURES, AttrexModel, build_model
@@ -46,7 +52,7 @@ class TrainConfig:
     final_lr_ratio: float = 0.1
     n_checkpoints: int = 5
     augment: str = "none"  # "none", "shift" (random crop after 2-pixel padding) or "crop-flip" (pad 4 + horizontal flip)
-    seed: int = 0
+    seed: int | None = None  # initialisation, batch order and augmentation; None: the scenario's seed
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHITECTURES:
@@ -63,6 +69,8 @@ class TrainConfig:
             raise AttrexError(f"augment must be one of {', '.join(AUGMENTATIONS)}; got {self.augment!r}")
         if not 0 <= self.final_lr_ratio <= 1:
             raise AttrexError(f"final_lr_ratio must lie in [0, 1]; got {self.final_lr_ratio!r}")
+        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0):
+            raise AttrexError(f"seed must be an integer >= 0 or None (the scenario's seed); got {self.seed!r}")
 
     def checkpoint_epochs(self) -> list[int]:
         """Epochs (1-based) after which a checkpoint is taken, spread evenly; the last is the final epoch."""
@@ -89,7 +97,10 @@ ARCH_DEFAULTS: dict[str, dict] = {  # what changes when another architecture is 
 
 
 def default_config(dataset: str, arch: str | None = None, **overrides) -> TrainConfig:
-    """The default training of ``dataset`` (for ``arch``, when another architecture is asked for)."""
+    """The default training of ``dataset`` (for ``arch``, when another architecture is asked for).
+
+    Without a ``seed`` the config trains with the scenario's seed (see :func:`resolve`).
+    """
     base = DEFAULT_CONFIGS[dataset]
     if arch and arch != base.arch:
         base = replace(base, arch=arch, **ARCH_DEFAULTS.get(arch, {}))
@@ -136,7 +147,9 @@ class TrainedModel:
         """
         states = checkpoints or [({k: v.detach().clone() for k, v in model.state_dict().items()}, 1.0)]
         ckpts = [Checkpoint(i, i + 1, i + 1, float(lr), state) for i, (state, lr) in enumerate(states)]
-        return cls(model.eval(), config or TrainConfig(arch="logreg"), ckpts, [{"test_acc": float("nan")}], None, 0.0, key)
+        config = config or TrainConfig(arch="logreg", seed=0)
+        config = config if config.seed is not None else replace(config, seed=0)  # no scenario here to take it from
+        return cls(model.eval(), config, ckpts, [{"test_acc": float("nan")}], None, 0.0, key)
 
     def model_at(self, index: int) -> AttrexModel:
         """A copy of the model holding checkpoint ``index``'s weights (eval mode)."""
@@ -288,7 +301,17 @@ def train(
     cache: Cache | None = None,
 ) -> TrainedModel:
     """Train (or load from the cache) a model for ``scenario``; see the module docstring."""
-    cfg = config or default_config(scenario.spec.dataset)
+    return _train_or_load(scenario, config, progress, cache, compute=True)
+
+
+def load_cached(scenario: Scenario, config: TrainConfig | None = None, cache: Cache | None = None) -> TrainedModel | None:
+    """The model :func:`train` would return, if the cache holds it sound; ``None`` (nothing computed) otherwise."""
+    return _train_or_load(scenario, config, None, cache, compute=False)
+
+
+def _train_or_load(scenario: Scenario, config: TrainConfig | None, progress: Progress | None, cache: Cache | None,
+                   compute: bool) -> TrainedModel | None:
+    cfg = resolve(scenario, config)
     model = _new_model(scenario, cfg.arch, cfg.seed)  # the weights are replaced by the trained ones below
     cache = cache or Cache()
     key = cache_key(scenario, cfg)
@@ -311,7 +334,13 @@ def train(
             if not isinstance(value, (int, float)):
                 raise ValueError(f"{value!r} where a number belongs")
 
-    art = cache.get_or_compute("model", key, lambda: _fit(scenario, cfg, progress), validate)
+    if compute:
+        art = cache.get_or_compute("model", key, lambda: _fit(scenario, cfg, progress), validate)
+    else:
+        try:
+            art = cache.load("model", key, validate)
+        except (FileNotFoundError, CacheError):
+            return None
     meta = art.meta
     checkpoints = [
         Checkpoint(c["index"], c["epoch"], c["step"], c["lr"],
@@ -328,11 +357,17 @@ def train(
 
 def is_cached(scenario: Scenario, config: TrainConfig | None = None, cache: Cache | None = None) -> bool:
     """Whether :func:`train` would load this model from the cache rather than train it."""
+    return (cache or Cache()).contains("model", cache_key(scenario, resolve(scenario, config)))
+
+
+def resolve(scenario: Scenario, config: TrainConfig | None = None) -> TrainConfig:
+    """The config :func:`train` uses: the data set's default without one, and the scenario's seed where it has none."""
     cfg = config or default_config(scenario.spec.dataset)
-    return (cache or Cache()).contains("model", cache_key(scenario, cfg))
+    return cfg if cfg.seed is not None else replace(cfg, seed=scenario.spec.seed)
 
 
-def cache_key(scenario: Scenario, cfg: TrainConfig) -> str:
-    """Key of the trained model: the scenario's data fingerprint, the config and the code version."""
+def cache_key(scenario: Scenario, cfg: TrainConfig | None = None) -> str:
+    """Key of the trained model: the scenario's data fingerprint, the (resolved) config and the code version."""
+    cfg = resolve(scenario, cfg)
     parts = {"scenario": scenario.fingerprint, "config": asdict(cfg), "arch_version": ARCHITECTURE_VERSIONS[cfg.arch]}
     return make_key(parts, CODE_VERSION)

@@ -1,0 +1,96 @@
+"""Long work (a training, a method's precompute) in background threads, one at a time.
+
+A :class:`JobRunner` keeps one :class:`Job` per key: every caller asking for the same key
+shares it, a finished job hands its result over once, and a failed one stays (with its
+error) until it is forgotten. Jobs compute one after another: two at once would only split
+the same cores. Nothing here knows about Streamlit; the app keeps one runner per process,
+and a command-line tool can use one too.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+from typing import Any
+
+from core.errors import AttrexError
+
+Progress = Callable[[float, str], None]
+
+
+@dataclass
+class Job:
+    """One piece of long work. ``label`` says what it is; ``result`` or ``error`` how it ended."""
+
+    key: Hashable
+    label: str
+    work: Callable[[Progress], Any]
+    fraction: float = 0.0
+    message: str = "waiting for another computation to finish"
+    result: Any = None
+    error: str | None = None
+    started: float = field(default_factory=time.time)
+
+    @property
+    def done(self) -> bool:
+        return self.result is not None or self.error is not None
+
+    def progress(self, fraction: float, message: str) -> None:
+        """The callback handed to ``work``: what the job reports of itself."""
+        self.fraction, self.message = fraction, message
+
+    def run(self, lock: threading.Lock) -> None:
+        """Run ``work`` once ``lock`` is free; record its result or, never silently, its error."""
+        try:
+            with lock:
+                self.started, self.message = time.time(), "starting"
+                self.result = self.work(self.progress)
+        except AttrexError as exc:
+            self.error = str(exc)
+        except Exception as exc:  # shown to the user, never a silent failure
+            self.error = f"{type(exc).__name__}: {exc}"
+
+
+class JobRunner:
+    """Background jobs by key, computed one at a time (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self.jobs: dict[Hashable, Job] = {}
+        self._lock = threading.Lock()       # guards ``jobs``
+        self._compute = threading.Lock()    # one computation at a time
+
+    def run_or_job(self, key: Hashable, label: str, load: Callable[[], Any],
+                   work: Callable[[Progress], Any]) -> Any:
+        """``load()``'s result when it has one (not ``None``: ready, e.g. in the disk cache); else the :class:`Job`.
+
+        A finished job hands over its result once and is dropped (later calls ``load`` it); a
+        failed job is returned, with its error, until :meth:`forget`.
+        """
+        with self._lock:
+            job = self.jobs.get(key)
+            if job is not None:
+                if not job.done or job.error:
+                    return job
+                del self.jobs[key]
+                return job.result
+        result = load()
+        if result is not None:
+            return result
+        with self._lock:
+            job = self.jobs.get(key)  # another caller may have started it meanwhile
+            if job is None:
+                job = self.jobs[key] = Job(key, label, work)
+                threading.Thread(target=job.run, args=(self._compute,), name=f"attrex-{label}", daemon=True).start()
+            return job
+
+    def forget(self, key: Hashable) -> None:
+        """Drop a job (a failed one, so that the next call starts it afresh)."""
+        with self._lock:
+            self.jobs.pop(key, None)
+
+    def busy(self) -> bool:
+        """Whether any job is still running or waiting."""
+        with self._lock:
+            return any(not j.done for j in self.jobs.values())

@@ -1,0 +1,112 @@
+"""The app's session state, declared once: every key a page reads or writes, and the pair view's record.
+
+Widgets take their ``key=`` from here and code reads ``st.session_state`` through these names,
+so a key is spelt in one place. Keys that depend on a scenario, split or method are built by
+the functions below.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import streamlit as st
+
+# the sidebar
+SCENARIO = "scenario"
+SEED = "seed"
+# the attribution panel
+METHODS = "methods"
+EXPLAIN = "explain"
+TOP_K = "top-k"
+PAIR = "pair"
+PAIR_CLOSE = "pair-close"
+PAIR_IL_PATH = "pair-il-path"
+
+
+def arch(dataset: str) -> str:
+    return f"arch-{dataset}"
+
+
+def epochs(dataset: str) -> str:
+    return f"epochs-{dataset}"
+
+
+def model_form(dataset: str) -> str:
+    return f"model-{dataset}"
+
+
+def split(scenario: str) -> str:
+    return f"split-{scenario}"
+
+
+def classes(scenario: str) -> str:
+    return f"classes-{scenario}"
+
+
+def show(scenario: str) -> str:
+    return f"show-{scenario}"
+
+
+def order(scenario: str) -> str:
+    return f"order-{scenario}"
+
+
+def page(scenario: str, split_name: str) -> str:
+    return f"page-{scenario}-{split_name}"
+
+
+def sample(scenario: str, split_name: str) -> str:
+    """The chosen row of a test split (an int)."""
+    return f"sample-{scenario}-{split_name}"
+
+
+def pick(scenario: str, split_name: str, row: int) -> str:
+    return f"pick-{scenario}-{split_name}-{row}"
+
+
+def table(scenario: str, view: str) -> str:
+    return f"table-{scenario}-{view}"
+
+
+def params(method: str) -> str:
+    """The applied parameters of a method (a dict); a widget of one is ``param(method, name)``."""
+    return f"params-{method}"
+
+
+def param(method: str, name: str) -> str:
+    return f"params-{method}-{name}"
+
+
+def params_form(method: str) -> str:
+    return f"form-{method}"
+
+
+def retry(method: str) -> str:
+    return f"retry-{method}"
+
+
+def inspect(method: str, kind: str, train_id: int) -> str:
+    return f"inspect-{method}-{kind}-{train_id}"
+
+
+@dataclass(frozen=True)
+class OpenPair:
+    """The pair view's state: which card of which method opened it, for which test sample and class."""
+
+    method: str
+    kind: str           # "proponents" or "opponents"
+    train: int
+    rank: int
+    score: float
+    context: tuple      # (split, row, explained class)
+
+
+def open_pair() -> OpenPair | None:
+    return st.session_state.get(PAIR)
+
+
+def set_open_pair(value: OpenPair | None) -> None:
+    if value is None:
+        st.session_state.pop(PAIR, None)
+    else:
+        st.session_state[PAIR] = value
