@@ -32,7 +32,7 @@ def render(sc: Scenario, trained: TrainedModel, selection: state.Selection, spli
     st.header("Which training data made this prediction?")
     c1, c2, c3 = st.columns([3, 2, 1.3])
     methods = c1.multiselect(
-        "Methods", list(REGISTRY), default=DEFAULT_METHODS, max_selections=MAX_METHODS, key=session.METHODS,
+        "Methods", _offered(), default=DEFAULT_METHODS, max_selections=MAX_METHODS, key=session.METHODS,
         format_func=lambda m: REGISTRY[m].title, help="Up to three methods, one below the other.")
     if predicted != y_true:
         explain = c2.segmented_control(
@@ -51,6 +51,11 @@ def render(sc: Scenario, trained: TrainedModel, selection: state.Selection, spli
         return
     for name in methods:
         _method_block(sc, trained, selection, name, split, row, test_id, target, k)
+
+
+def _offered() -> list[str]:
+    """Methods that score a test sample, the baselines after the methods."""
+    return sorted((m for m, cls in REGISTRY.items() if cls.per_test), key=lambda m: REGISTRY[m].baseline)
 
 
 def _parameters(name: str, check) -> dict:

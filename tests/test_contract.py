@@ -9,7 +9,9 @@ optimum (so retraining is exact and cheap):
   label-quality signal, ``self_influence = False``, refuses with a clear error);
 - the sign convention: retraining without the top proponent of a test point raises that
   point's loss on the explained class (for methods that estimate removal's effect,
-  ``estimates_removal``; GradDot and GradCos are similarities).
+  ``estimates_removal``; GradDot and GradCos are similarities);
+- a method without per-test-point scores (``per_test = False``, the training-loss baseline)
+  refuses ``scores`` with a clear error and still gives one self-score per training point.
 
 The test points are whichever the model predicts; nothing here assumes what a particular set
 of weights does.
@@ -87,6 +89,15 @@ def test_every_method_keeps_the_contract(convex, name, tmp_path):
     cls = REGISTRY[name]
     method = create(name, convex["trained"], convex["data"], cache=Cache(tmp_path), **PARAMS.get(name, {})).fit()
     x, y, x_test, n = convex["x"], convex["y"], convex["x_test"], len(convex["y"])
+
+    if not cls.per_test:
+        with pytest.raises(AttrexError, match="no per-test-point scores"):
+            method.scores(x_test)
+        with pytest.raises(AttrexError, match="no per-test-point scores"):
+            method.top_k(x_test, k=4)
+        own = method.self_scores()
+        assert own.shape == (n,) and torch.isfinite(own).all()
+        return
 
     # shapes
     s = method.scores(x_test)

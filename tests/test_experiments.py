@@ -13,7 +13,6 @@ from core.errors import AttrexError
 from core.features import FLIA
 from core.features.experiments import (
     PAIR_KINDS,
-    auc,
     backdoor_detection,
     flia_tables,
     insertion_deletion,
@@ -21,6 +20,7 @@ from core.features.experiments import (
     unlearning_confidence_change,
 )
 from core.models import default_config, train
+from core.stats import auc
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -114,7 +114,7 @@ def test_backdoor_detection_reports_every_figure():
     assert "error" in r["methods"]["no-such-method"]
     for name in ("tracin-rp", "dualview"):
         m = r["methods"][name]
-        assert 0 <= m["top_k_poisoned_share"] <= 1 and 0 <= m["auc"] <= 1
+        assert 0 <= m["top_k_poisoned_share"] <= 1 and 0 <= m["auc"] <= 1 and 0 <= m["auc_target_class"] <= 1
     for d in ("descent", "ascent"):
         f = r[f"flia_trigger_mass_ratio/{d}"]
         assert f["pairs"] == 3 and f["region_share"] == pytest.approx(9 / 784)

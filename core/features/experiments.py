@@ -25,7 +25,8 @@ pairs, scaled down), and random training points of any class (Table 1 only).
 - **Backdoor** (:func:`backdoor_detection`): for triggered test samples that the model sends
   to the backdoor's target class, the share of poisoned points among each method's top-k
   proponents against their share of the training set, the AUC of ranking all training
-  points by their mean score over those test samples, and the FLIA mass inside the trigger
+  points (and the target class's points only) by their mean score over those test samples
+  (:mod:`core.metrics.backdoor` defines them), and the FLIA mass inside the trigger
   region divided by the region's share of the image, on poisoned proponents; for text, the
   rank of the trigger token among the tokens of poisoned proponents by ``|FLIA|`` token score.
 """
@@ -46,8 +47,14 @@ from core.data.scenario import Scenario
 from core.errors import AttrexError
 from core.features.flia import FLIA, FLIAResult
 from core.methods import TrainingData, create
+from core.metrics.backdoor import (
+    detection_auroc,
+    detection_auroc_in_class,
+    top_k_poisoned_share,
+    trigger_mass_ratio,
+)
 from core.models.training import TrainedModel, predict
-from core.stats import auc, pearson
+from core.stats import pearson
 
 Log = Callable[[str], None]
 
@@ -280,15 +287,15 @@ def backdoor_detection(scenario: Scenario, trained: TrainedModel, methods: list[
             out["methods"][name] = {"error": f"{type(exc).__name__}: {exc}"}
             log(f"{name}: {exc}")
             continue
-        top = s.topk(k, dim=1).indices
-        share = poisoned[top].double().mean(1)
-        out["methods"][name] = {"top_k_poisoned_share": share.mean().item(),
-                                "lift": share.mean().item() / out["base_rate"],
-                                "auc": auc(s.double().mean(0), poisoned),
+        share = top_k_poisoned_share(s, poisoned, k)
+        out["methods"][name] = {"top_k_poisoned_share": share, "lift": share / out["base_rate"],
+                                "auc": detection_auroc(s, poisoned),
+                                "auc_target_class": detection_auroc_in_class(s, poisoned, scenario.y_train,
+                                                                             truth.target_class),
                                 "seconds": time.perf_counter() - t1}
         if name in ("tracin", "tracin-rp") and (ranking is None or name == "tracin"):
             ranking = s
-        log(f"{name}: poisoned share of top-{k} {share.mean():.2f} (base {out['base_rate']:.3f})")
+        log(f"{name}: poisoned share of top-{k} {share:.2f} (base {out['base_rate']:.3f})")
     if ranking is None:
         return {**out, "seconds": time.perf_counter() - t0}
     # FLIA on poisoned proponents: the strongest poisoned points by TracIn for each test sample,
@@ -308,8 +315,7 @@ def backdoor_detection(scenario: Scenario, trained: TrainedModel, methods: list[
                 if scenario.kind == "text":
                     values.append(_token_rank(scenario, i, run.heatmap[b]))
                 else:
-                    heat, mask = run.heatmap[b].double(), truth.trigger_mask
-                    values.append((heat[mask].sum() / heat.sum().clamp_min(1e-300)).item() / mask.double().mean().item())
+                    values.append(trigger_mass_ratio(run.heatmap[b], truth.trigger_mask))
     for direction, values in found.items():
         if scenario.kind == "text":
             out[f"flia_trigger_token_rank/{direction}"] = {

@@ -193,6 +193,15 @@ class Attributor(ABC):
     # influence estimate). Similarities (GradDot, GradCos: the DualView paper's SIM baseline)
     # share the sign convention only loosely: similar means positive, whatever the label.
     estimates_removal: ClassVar[bool] = True
+    # Whether :meth:`scores` exists: a baseline that only scores training points (the training
+    # loss) sets it False; its ``scores()`` and ``top_k()`` refuse and only ``self_scores()`` answers.
+    per_test: ClassVar[bool] = True
+    # A reference point rather than an attribution method (random scores, the training loss):
+    # listed after the methods wherever they are offered.
+    baseline: ClassVar[bool] = False
+    # The name its precompute is cached under (default: its own): a method that only reads
+    # another's cached precompute differently (GAS normalises TracIn's gradients) shares it.
+    cache_name: ClassVar[str] = ""
     # A shardable method's precompute is per training row (``_compute_rows``) plus a global
     # step on all rows (``_finish``), so it can run in shards in separate processes or
     # machines and be merged (see :meth:`fit_shard`, :meth:`merge_shards`).
@@ -227,7 +236,7 @@ class Attributor(ABC):
     def describe(cls) -> dict:
         return {"name": cls.name, "title": cls.title, "description": cls.description,
                 "reference": cls.reference, "self_influence": cls.self_influence,
-                "estimates_removal": cls.estimates_removal,
+                "estimates_removal": cls.estimates_removal, "per_test": cls.per_test, "baseline": cls.baseline,
                 "params": [p.describe() for p in cls.params]}
 
     @classmethod
@@ -237,8 +246,9 @@ class Attributor(ABC):
 
     # ----- precompute and cache ---------------------------------------------------------------
     def cache_key(self) -> str:
-        parts = {"method": self.name, "params": self.hparams, "model": self.trained.key, "data": self.data.key}
-        return make_key(parts, f"{self.name}-{self.version}")
+        name = self.cache_name or self.name
+        parts = {"method": name, "params": self.hparams, "model": self.trained.key, "data": self.data.key}
+        return make_key(parts, f"{name}-{self.version}")
 
     def fit(self, progress: Progress | None = None) -> Attributor:
         """Precompute what queries need (training representations, solver state), cached on disk.
@@ -396,7 +406,13 @@ class Attributor(ABC):
         return x, target
 
     def scores(self, x: torch.Tensor, target: torch.Tensor | int | None = None) -> torch.Tensor:
-        """Attribution scores ``[n_test, n_train]`` of each training point for each test row (positive = proponent)."""
+        """Attribution scores ``[n_test, n_train]`` of each training point for each test row (positive = proponent).
+
+        Raises :class:`AttrexError` for a method without per-test-point scores (``per_test = False``).
+        """
+        if not self.per_test:
+            raise AttrexError(f"method {self.name!r} has no per-test-point scores: it scores training points only "
+                              "(self_scores()), e.g. for mislabel detection")
         x, target = self.prepare_inputs(x, target)
         self.fit()
         out = [self._scores(x[i: i + self.query_batch], target[i: i + self.query_batch])

@@ -1,11 +1,18 @@
-"""Gradient-similarity methods: TracIn (exact and projected), GradDot and GradCos.
+"""Gradient-similarity methods: TracIn and GAS (exact and projected), GradDot and GradCos.
 
-All three compare per-sample gradients of a training point and a test point:
+All of them compare per-sample gradients of a training point and a test point:
 
 - **TracIn** (TracInCP, Pruthi et al. 2020): ``Σ_c η_c ∇θℓ(z_i; θ_c) · ∇θℓ(z'; θ_c)`` over
   the saved checkpoints ``c`` with the learning rate ``η_c`` in force when each was taken;
   ``ℓ`` is the cross-entropy with the training label for ``z_i`` and with the explained
   class for ``z'``. Positive: a gradient step on ``z_i`` lowered the test loss (proponent).
+- **GAS**, renormalized TracIn (Hammoudeh & Lowd, CCS 2022, "Identifying a training-set
+  attack's target using renormalized influence estimation"): ``Σ_c η_c cos(∇θℓ(z_i; θ_c),
+  ∇θℓ(z'; θ_c))``, TracIn with each checkpoint's two gradients normalised, so that
+  high-loss training points (large gradients) no longer dominate every ranking. It reads
+  TracIn's cached gradients (same parameters, same cache entry) and divides by their norms
+  at query time. Its self-score is ``Σ_c η_c`` for every point (a cosine with itself is 1):
+  no self-influence. The paper's layer-wise variant (normalising per layer) is not here.
 - **GradDot / GradCos** (Charpiat et al. 2019; "SIM" in the DualView paper):
   ``∇θ f_c(x_i) · ∇θ f_c(x')`` for the explained logit ``c`` at the final model; GradCos
   divides by both gradient norms.
@@ -55,7 +62,7 @@ class GradientSimilarity(RowwiseAttributor):
 
     output_kind = "ce"           # what is differentiated: "ce" (the loss) or "logit" (f_c)
     over_checkpoints = True      # TracIn sums over checkpoints; GradDot/GradCos use the final model per class
-    normalise = False            # GradCos
+    normalise = False            # per slot, the cosine instead of the dot product (GAS, GradCos), times η_c
     params = (SUBSET, PROJECTION, DIM, SEED, STORAGE, MAX_GB)
     version = "3"  # bump whenever the cached representation changes
 
@@ -168,23 +175,25 @@ class GradientSimilarity(RowwiseAttributor):
     # ----- queries ----------------------------------------------------------------------------
     def _scores(self, x, target):
         out = torch.zeros(len(x), len(self.data))
-        if self.over_checkpoints:
-            for j, (m, _) in enumerate(self._slots()):
-                out += self._train[j].dot(self._represent(m, x, target)).T
-            return out
-        for c in target.unique().tolist():
-            rows = (target == c).nonzero().squeeze(1)
-            test = self._represent(0, x[rows], target[rows])
-            s = self._train[c].dot(test).T
+        for j, (m, c) in enumerate(self._slots()):
+            rows = slice(None) if c is None else (target == c).nonzero().squeeze(1)  # a class slot: its test rows
+            if c is not None and not len(rows):
+                continue
+            test = self._represent(m, x[rows], target[rows])
+            s = self._train[j].dot(test).T
             if self.normalise:
-                s = s / (_sq_norms(test).sqrt()[:, None] * self._train_norms[c][None, :]).clamp_min(1e-12)
-            out[rows] = s
+                # the representations carry sqrt(η) (1 for GradCos): cosine times η. Each norm divides
+                # on its own (a product of two tiny norms could underflow); a zero gradient scores 0.
+                tiny = torch.finfo(s.dtype).tiny
+                s = s / _sq_norms(test).sqrt().clamp_min(tiny)[:, None] / self._train_norms[j].clamp_min(tiny)[None, :]
+                s = s * self._weights[m] ** 2
+            out[rows] += s
         return out
 
     def _self_scores(self):
-        if self.over_checkpoints:
+        if self.self_influence:  # TracIn: Σ_c η_c ‖∇ℓ(z_i; θ_c)‖²
             return sum(_sq_norms(r) for r in self._train)
-        raise AssertionError("unreachable: GradDot and GradCos declare self_influence = False")
+        raise AssertionError("unreachable: GradDot, GradCos and GAS declare self_influence = False")
 
 
 @register
@@ -206,6 +215,29 @@ class TracInRP(TracIn):
     params = (SUBSET, Param("projection", "choice", "sparse", "sparse (count sketch, O(D) per gradient) or gaussian "
                             "(N(0, 1/P) entries) random projection", choices=("sparse", "gaussian")),
               DIM, SEED, STORAGE)
+
+
+@register
+class GAS(TracIn):
+    name = "gas"
+    title = "GAS (renormalized TracIn)"
+    description = ("TracIn with the cosine of the training and test loss gradients in place of their dot product at "
+                   "each checkpoint, weighted by the learning rate: large-gradient points no longer dominate.")
+    reference = ("Hammoudeh & Lowd, Identifying a training-set attack's target using renormalized influence "
+                 "estimation, CCS 2022")
+    normalise = True
+    cache_name = "tracin"  # the same gradients as TracIn's, normalised at query time
+    self_influence = False  # Σ_c η_c for every point: a cosine with itself is 1
+
+
+@register
+class GASRP(GAS):
+    name = "gas-rp"
+    title = "GAS (projected)"
+    description = ("GAS on randomly projected gradients (`dim` numbers each): the cosines of the projections, "
+                   "a small cache and one matrix product per query.")
+    params = TracInRP.params
+    cache_name = "tracin-rp"
 
 
 @register
