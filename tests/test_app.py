@@ -11,7 +11,7 @@ APP = str(Path(__file__).resolve().parents[1] / "explorer" / "app.py")
 
 
 @pytest.fixture
-def app(mnist_trained) -> AppTest:
+def app(default_trained) -> AppTest:
     """The app on the default scenario, whose model the session has already trained into its cache."""
     at = AppTest.from_file(APP, default_timeout=120)
     at.run()
@@ -25,11 +25,11 @@ def _texts(at: AppTest) -> str:
     return "\n".join(parts)
 
 
-def test_explore_page_shows_the_default_scenario_and_its_model(app, mnist_trained):
+def test_explore_page_shows_the_default_scenario_and_its_model(app, default_trained):
     assert app.title[0].value == "Explore · mnist"
     assert app.selectbox(key="scenario").value == "mnist"
     metric = next(m for m in app.metric if m.label == "Test accuracy")
-    assert metric.value == f"{mnist_trained.test_accuracy:.1%}"
+    assert metric.value == f"{default_trained.test_accuracy:.1%}"
     picks = [b for b in app.button if b.key and b.key.startswith("pick-mnist-clean-")]
     assert len(picks) == 40  # one page of the gallery
     assert "Test #0" in _texts(app)
@@ -41,10 +41,10 @@ def test_choosing_a_sample_opens_its_detail(app):
     assert "Test #7" in _texts(app)
 
 
-def test_misclassified_filter(app, mnist_trained, mnist):
+def test_misclassified_filter(app, default_trained, default_mnist):
     from core.models import predict
 
-    wrong = int((predict(mnist_trained.model, mnist.x_test).argmax(1) != mnist.y_test).sum())
+    wrong = int((predict(default_trained.model, default_mnist.x_test).argmax(1) != default_mnist.y_test).sum())
     app.selectbox(key="show-mnist").select("misclassified").run()
     assert not app.exception
     picks = [b for b in app.button if b.key and b.key.startswith("pick-mnist-clean-")]
@@ -58,7 +58,7 @@ def test_class_filter(app):
     assert "**100** of 1,000 samples shown" in _texts(app)
 
 
-def test_unknown_scenario_in_the_link_falls_back_with_a_warning(mnist_trained):
+def test_unknown_scenario_in_the_link_falls_back_with_a_warning(default_trained):
     at = AppTest.from_file(APP, default_timeout=120)
     at.query_params["scenario"] = "nonsense"
     at.run()
@@ -162,7 +162,7 @@ def _wait_for_jobs(at: AppTest, timeout: float = 240) -> None:
     assert not at.exception, at.exception
 
 
-def test_attribution_panel_shows_proponents_and_opponents_with_ground_truth(mnist_trained):
+def test_attribution_panel_shows_proponents_and_opponents_with_ground_truth(default_trained):
     """On the default scenario: the default method is precomputed in the background, then its cards appear."""
     from core.data import build
     from core.methods import TrainingData, create
@@ -173,9 +173,9 @@ def test_attribution_panel_shows_proponents_and_opponents_with_ground_truth(mnis
     assert at.multiselect(key="methods").value == ["tracin-rp"]
     _wait_for_jobs(at)
     texts = _texts(at)
-    predicted = int(predict(mnist_trained.model, build("mnist").x_test[:1]).argmax(1))
+    predicted = int(predict(default_trained.model, build("mnist").x_test[:1]).argmax(1))
     assert f"Proponents: support {predicted}" in texts and f"Opponents: work against {predicted}" in texts
-    method = create("tracin-rp", mnist_trained, TrainingData.of(build("mnist"))).fit()
+    method = create("tracin-rp", default_trained, TrainingData.of(build("mnist"))).fit()
     top = method.top_k(build("mnist").x_test[:1], k=8)
     first = int(top.proponents[0, 0])
     assert f"**#{first}** · {int(build('mnist').y_train[first])}" in texts  # the card of the top proponent
@@ -183,7 +183,7 @@ def test_attribution_panel_shows_proponents_and_opponents_with_ground_truth(mnis
     # the first test sample this model misclassifies (derived, not assumed): the misclassified
     # filter puts it on the gallery's first page
     mnist = build("mnist")
-    wrong = (predict(mnist_trained.model, mnist.x_test).argmax(1) != mnist.y_test).nonzero().squeeze(1)
+    wrong = (predict(default_trained.model, mnist.x_test).argmax(1) != mnist.y_test).nonzero().squeeze(1)
     assert len(wrong) > 0, "the default model classifies every test sample correctly: nothing to explain"
     first_wrong = int(wrong[0])
     at.selectbox(key="show-mnist").select("misclassified").run()
@@ -194,7 +194,7 @@ def test_attribution_panel_shows_proponents_and_opponents_with_ground_truth(mnis
     assert f"Proponents: support {int(mnist.y_test[first_wrong])}" in _texts(at)
 
 
-def test_bad_method_parameters_are_refused_and_change_nothing(mnist_trained):
+def test_bad_method_parameters_are_refused_and_change_nothing(default_trained):
     at = AppTest.from_file(APP, default_timeout=120)
     at.run()
     _wait_for_jobs(at)
@@ -206,14 +206,14 @@ def test_bad_method_parameters_are_refused_and_change_nothing(mnist_trained):
     assert "selects no parameter" in errors or "Not applied" in errors
 
 
-def test_inspect_opens_the_pair_view_with_flia_and_dualview_lrp(mnist_trained):
+def test_inspect_opens_the_pair_view_with_flia_and_dualview_lrp(default_trained):
     from core.data import build
     from core.methods import TrainingData, create
 
     at = AppTest.from_file(APP, default_timeout=120)
     at.run()
     _wait_for_jobs(at)
-    top = create("tracin-rp", mnist_trained, TrainingData.of(build("mnist"))).fit().top_k(build("mnist").x_test[:1], k=8)
+    top = create("tracin-rp", default_trained, TrainingData.of(build("mnist"))).fit().top_k(build("mnist").x_test[:1], k=8)
     first = int(top.proponents[0, 0])
     at.button(key=f"inspect-tracin-rp-proponents-{first}").click().run()
     _wait_for_jobs(at)  # DualView's precompute for the LRP views

@@ -41,7 +41,7 @@ def browser():
 
 
 @pytest.fixture(scope="module")
-def server(mnist_trained):
+def server(default_trained):
     """``streamlit run explorer/app.py`` on a free local port, with the session's cache (model already trained)."""
     port = _free_port()
     proc = subprocess.Popen(

@@ -30,13 +30,13 @@ def test_scenarios_json_lists_every_preset_with_ground_truth():
     assert by_name["cifar10"]["default_arch"] == "resnet-small"
 
 
-def test_prepare_json_second_call_from_cache(mnist_trained):
+def test_prepare_json_second_call_from_cache(default_trained):
     out = _run("prepare", "--scenario", "mnist", "--json")
     assert out.returncode == 0, out.stderr
     doc = json.loads(out.stdout)  # exactly one JSON document on stdout
     assert doc["scenario"] == "mnist" and doc["n_train"] == 6000
-    assert doc["model"]["cache"] == "hit" and doc["model"]["key"] == mnist_trained.key
-    assert doc["model"]["test_accuracy"] == pytest.approx(mnist_trained.test_accuracy)
+    assert doc["model"]["cache"] == "hit" and doc["model"]["key"] == default_trained.key
+    assert doc["model"]["test_accuracy"] == pytest.approx(default_trained.test_accuracy)
     assert len(doc["model"]["checkpoints"]) == 5
     assert doc["seconds"] < 10
 
@@ -135,7 +135,7 @@ def test_prepare_in_shards_then_merge_gives_the_single_run(capsys, tmp_path):
          "--shard and --merge go in separate runs"),
     ],
 )
-def test_explain_and_shard_bad_input(args, message, capsys, mnist_trained):
+def test_explain_and_shard_bad_input(args, message, capsys, default_trained):
     assert main([*args, "--quiet"]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err

@@ -25,6 +25,7 @@ from core.methods import TrainingData, create
 from core.models import TrainedModel, default_config, train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+COMPLETENESS_TOL = 0.05
 
 
 def as_float64(trained: TrainedModel) -> TrainedModel:
@@ -106,39 +107,39 @@ def test_completeness_on_a_smooth_model():
     assert torch.allclose(total, r.il_path[:, -1] - r.il_path[:, 0], rtol=0.01)
 
 
-def smooth_and_jumps(ex: FLIA, base: torch.Tensor, y: torch.Tensor, steps: int = 10, points: int = 101):
-    """IL's change along the descent path split into its smooth part and its jumps, by sampling each step finely.
+def gradient_integral(ex: FLIA, base: torch.Tensor, y: torch.Tensor, steps: int = 10, sub: int = 4) -> float:
+    """``∫ ∇IL · dx`` along FLIA's descent path: a midpoint sum with ``sub`` points per step.
 
-    A sub-interval whose change exceeds 20x the median one holds a jump (an activation switch).
+    This is the smooth part of IL's change, found without guessing where the jumps are: a
+    jump (a ReLU or a max-pool's winner switching) changes IL but not the integral of its
+    gradient. Measured on the default CNN: 4 and 16 points per step agree to 3e-5 relative.
     """
-    delta, smooth, jumps = torch.zeros_like(base), 0.0, 0.0
-    t = torch.linspace(0, 1, points, dtype=base.dtype)[:, None, None, None]
+    delta, total = torch.zeros_like(base), 0.0
+    t = ((torch.arange(sub, dtype=base.dtype) + 0.5) / sub).view(-1, *[1] * (base.dim() - 1))
     for _ in range(steps):
         _, g = ex.il_and_grad(base, y, delta)
         new = torch.minimum(torch.maximum(delta - g.sign() / 2550, -base), 1 - base)
-        diffs = ex.il(base.expand(points, -1, -1, -1), y.expand(points), delta + t * (new - delta)).double().diff()
-        jump = diffs.abs() > 20 * diffs.abs().median()
-        smooth += diffs[~jump].sum().item()
-        jumps += diffs[jump].sum().item()
+        _, gs = ex.il_and_grad(base.expand(sub, *base.shape[1:]), y.expand(sub), delta + t * (new - delta))
+        total += (gs * (new - delta)).sum().item() / sub
         delta = new
-    return smooth, jumps
+    return total
 
 
 def test_completeness_on_the_default_model(mnist, mnist_trained, pairs):
     # On the default CNN, IL(x) = Σ_c η_c g_c(x)·g_c(x_te) is piecewise smooth with jumps: where
     # the path switches a ReLU or moves a max-pool's winner, the training gradient g_c(x)
-    # changes abruptly. No first-order sum sees a jump (sub-stepping each step 4x changed
-    # nothing, measured), so the gap against IL(x^T) - IL(x^0) is the jumps' share: measured
-    # median 0.07 over the 12 pairs of `pairs`. What FLIA must equal is the smooth part.
+    # changes abruptly. No first-order sum sees a jump, so the gap against IL(x^T) - IL(x^0)
+    # is the jumps' share (up to 15% on these pairs). What FLIA (one gradient per step) must
+    # equal is the smooth part, the integral of IL's gradient along the same path, taken
+    # finely here (float64, so that the finer sum is not lost in rounding).
+    trained = as_float64(mnist_trained)
     i, ids, _ = pairs[0]
-    ex = FLIA(mnist_trained, mnist.x_test[i])
+    ex = FLIA(trained, mnist.x_test[i])
     for j in ids[:3].tolist():
         base, y = ex.batch(mnist.x_train[j], mnist.y_train[j])
         r = ex.run(base, y)
-        smooth, jumps = smooth_and_jumps(ex, base, y)
-        change = (r.il_path[0, -1] - r.il_path[0, 0]).item()
-        assert smooth + jumps == pytest.approx(change, rel=1e-4)
-        assert r.attribution.sum().item() == pytest.approx(smooth, rel=0.05), (j, smooth, jumps, r.gap.item())
+        smooth = gradient_integral(ex, base, y)
+        assert r.attribution.sum().item() == pytest.approx(smooth, rel=COMPLETENESS_TOL), (j, smooth, r.gap.item())
 
 
 def test_text_tokens_padding_is_zero_and_il_is_tracin(agnews_small, tmp_path):
