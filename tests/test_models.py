@@ -116,6 +116,39 @@ def test_weights_of_another_model_are_refused(tiny, tmp_path):
     assert all(torch.equal(before[k], v) for k, v in cnn.state_dict().items())  # nothing changed
 
 
+def test_one_seed_fixes_the_data_and_the_training(tmp_path):
+    """A config without a seed trains with the scenario's: the same model, under the same key, as the explicit seed."""
+    from dataclasses import replace
+
+    from core.models import is_cached
+    from core.models.training import cache_key
+
+    scenario = build(replace(get_spec("mnist"), seed=5, n_train=200, n_test=50))
+    cache = Cache(tmp_path)
+    implicit = train(scenario, default_config("mnist", epochs=1, n_checkpoints=1), cache=cache)
+    assert implicit.config.seed == 5 and implicit.cache_status == "computed"
+    explicit_cfg = default_config("mnist", epochs=1, n_checkpoints=1, seed=5)
+    assert explicit_cfg.seed == 5 and implicit.config == explicit_cfg
+    assert cache_key(scenario, explicit_cfg) == implicit.key and is_cached(scenario, explicit_cfg, cache)
+    explicit = train(scenario, explicit_cfg, cache=Cache(tmp_path / "fresh"))  # trained again, not loaded
+    assert explicit.cache_status == "computed" and explicit.key == implicit.key
+    for k, v in implicit.model.state_dict().items():
+        assert torch.equal(v, explicit.model.state_dict()[k]), k
+    # with no config at all, the default config takes the scenario's seed too
+    assert cache_key(scenario) == cache_key(scenario, default_config("mnist", seed=5))
+    assert cache_key(scenario, default_config("mnist", seed=0)) != cache_key(scenario)
+
+
+def test_other_architectures_do_not_inherit_the_default_recipe():
+    """MNIST's CNN trains with shifts; its MLP and logistic regression keep their own recipe."""
+    assert default_config("mnist").augment == "shift"
+    for arch in ("mlp", "logreg"):
+        cfg = default_config("mnist", arch)
+        assert (cfg.arch, cfg.augment, cfg.final_lr_ratio, cfg.epochs) == (arch, "none", 0.1, 10)
+    assert default_config("cifar10", "resnet18").augment == "crop-flip"
+    assert default_config("agnews").optimizer == "adamw"
+
+
 def test_bad_training_options():
     with pytest.raises(AttrexError, match="positive integer"):
         TrainConfig(epochs=0)
@@ -125,11 +158,19 @@ def test_bad_training_options():
         TrainConfig(optimizer="lbfgs")
     with pytest.raises(AttrexError, match="augment"):
         TrainConfig(augment="rotate")
+    for bad in (-1, 1.5, "0", True):
+        with pytest.raises(AttrexError, match="seed"):
+            TrainConfig(seed=bad)
+    assert TrainConfig().seed is None and TrainConfig(seed=3).seed == 3
 
 
 def test_default_mnist_model_meets_its_target(mnist_trained, mnist):
-    """The issue's target: the default MNIST CNN reaches >= 97% on the test subset."""
-    assert mnist_trained.config == default_config("mnist")
+    """The issue's target: the default MNIST CNN reaches >= 97% on the test subset.
+
+    Measured with benchmarks/model_seeds.py (scenario and training seeds 0-4, 1 torch thread):
+    98.2%, 98.3%, 98.8%, 98.9%, 98.6% (min 98.2%: 1.2 points above the target, 0.7 above 97.5%).
+    """
+    assert mnist_trained.config == default_config("mnist", seed=mnist.spec.seed)  # the scenario's seed, resolved
     assert mnist_trained.test_accuracy >= 0.97
     acc = (predict(mnist_trained.model, mnist.x_test).argmax(1) == mnist.y_test).float().mean().item()
     assert acc == pytest.approx(mnist_trained.test_accuracy)

@@ -310,8 +310,9 @@ def test_trak_ensemble_of_independently_trained_models(tmp_path, one_thread):
     one = create("trak", trained, data, cache=cache, dim=64)
     two = create("trak", trained, data, cache=cache, dim=64, models=2)
     S2 = two.scores(scenario.x_test[:4])
-    assert two.info["members"] == 2 and is_cached(scenario, replace(cfg, seed=cfg.seed + 1), cache=cache)
-    second = train(scenario, replace(cfg, seed=cfg.seed + 1), cache=cache)
+    seed = trained.config.seed  # the scenario's, resolved
+    assert two.info["members"] == 2 and is_cached(scenario, replace(cfg, seed=seed + 1), cache=cache)
+    second = train(scenario, replace(cfg, seed=seed + 1), cache=cache)
     assert not torch.equal(second.model.head.weight, trained.model.head.weight)
     assert S2.shape == (4, 200) and torch.isfinite(S2).all()
     assert not torch.allclose(S2, one.scores(scenario.x_test[:4]))

@@ -21,7 +21,7 @@ smooth: where the path switches an activation or a max-pool's winner, the traini
 inside IL changes abruptly and IL jumps. A first-order sum cannot see a jump (finer steps do
 not help), so there the gap is the jumps' share of the change. What FLIA does equal is the
 smooth part, the integral of ``∂IL/∂x`` along the path: on the default MNIST CNN to within
-1.5–6.8% (the worst of 6 top TracIn pairs, per seed 0–4), while the gap reaches 28%
+1.5–12% (the worst of 6 top TracIn pairs, per seed 0–4), while the gap reaches 33%
 (``tests/test_flia.py``). ``∂IL/∂x`` is a
 gradient of a dot product of parameter gradients, obtained by double backpropagation
 (``torch.func.grad`` of a function that itself takes ``grad`` over the parameters),

@@ -45,7 +45,7 @@ class TrainConfig:
     arch: str = "cnn"
     epochs: int = 8
     batch_size: int = 64
-    optimizer: str = "sgd"  # "sgd" (with momentum) or "adam"
+    optimizer: str = "sgd"  # "sgd" (with momentum), "adam" (weight decay as an L2 term) or "adamw" (decoupled)
     lr: float = 0.05
     momentum: float = 0.9
     weight_decay: float = 5e-4
@@ -57,8 +57,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.arch not in ARCHITECTURES:
             raise AttrexError(f"unknown architecture {self.arch!r}; accepted: {', '.join(ARCHITECTURES)}")
-        if self.optimizer not in ("sgd", "adam"):
-            raise AttrexError(f"optimizer must be 'sgd' or 'adam'; got {self.optimizer!r}")
+        if self.optimizer not in ("sgd", "adam", "adamw"):
+            raise AttrexError(f"optimizer must be 'sgd', 'adam' or 'adamw'; got {self.optimizer!r}")
         for name in ("epochs", "batch_size", "n_checkpoints"):
             v = getattr(self, name)
             if not isinstance(v, int) or v < 1:
@@ -84,16 +84,25 @@ class TrainConfig:
 
 
 DEFAULT_CONFIGS: dict[str, TrainConfig] = {
-    "mnist": TrainConfig(arch="cnn", epochs=12, batch_size=64, lr=0.1),
+    # MNIST: 2-pixel shifts and a cosine down to lr/100 lift seeds 0-4 from 96.9-97.2% (12 epochs, no
+    # augmentation, down to lr/10) to 98.2-98.9% (benchmarks/model_seeds.py)
+    "mnist": TrainConfig(arch="cnn", epochs=20, batch_size=64, lr=0.1, final_lr_ratio=0.01, augment="shift"),
     "fashion-mnist": TrainConfig(arch="cnn", epochs=12, batch_size=64, lr=0.1),
     "cifar10": TrainConfig(arch="resnet-small", epochs=20, batch_size=128, lr=0.1, augment="crop-flip"),
-    "agnews": TrainConfig(arch="text", epochs=10, batch_size=64, optimizer="adam", lr=1e-2, weight_decay=0.0),
+    # AG News: decoupled weight decay (AdamW, 1.0) keeps seeds 0-4 within 83.3-83.8% (Adam without decay: 80.8-85.8%)
+    # and the backdoor's attack success at >= 99.9% (94.0-98.3%)
+    "agnews": TrainConfig(arch="text", epochs=10, batch_size=64, optimizer="adamw", lr=1e-2, weight_decay=1.0),
 }
 ARCH_DEFAULTS: dict[str, dict] = {  # what changes when another architecture is chosen for a data set
     "mlp": {"lr": 0.1, "epochs": 10},
     "logreg": {"lr": 0.1, "epochs": 10, "weight_decay": 1e-3},
     "resnet18": {"lr": 0.05, "epochs": 15, "batch_size": 128},
 }
+
+
+# What a data set's default recipe tunes for its default architecture only: another architecture
+# starts from these values instead (MNIST's MLP and logistic regression train without shifts).
+NOT_INHERITED: dict[str, dict] = {"mnist": {"augment": "none", "final_lr_ratio": 0.1}}
 
 
 def default_config(dataset: str, arch: str | None = None, **overrides) -> TrainConfig:
@@ -103,7 +112,7 @@ def default_config(dataset: str, arch: str | None = None, **overrides) -> TrainC
     """
     base = DEFAULT_CONFIGS[dataset]
     if arch and arch != base.arch:
-        base = replace(base, arch=arch, **ARCH_DEFAULTS.get(arch, {}))
+        base = replace(base, arch=arch, **{**NOT_INHERITED.get(dataset, {}), **ARCH_DEFAULTS.get(arch, {})})
     return replace(base, **{k: v for k, v in overrides.items() if v is not None})
 
 
@@ -216,7 +225,11 @@ def _augment(x: torch.Tensor, kind: str, g: torch.Generator) -> torch.Tensor:
     padded = F.pad(x, (pad, pad, pad, pad))
     dy = torch.randint(0, 2 * pad + 1, (n,), generator=g)
     dx = torch.randint(0, 2 * pad + 1, (n,), generator=g)
-    out = torch.stack([padded[i, :, dy[i]: dy[i] + h, dx[i]: dx[i] + w] for i in range(n)])
+    rows = (dy[:, None] + torch.arange(h))[:, None, :, None]  # [n, 1, h, 1]
+    cols = (dx[:, None] + torch.arange(w))[:, None, None, :]  # [n, 1, 1, w]
+    crops = padded[torch.arange(n)[:, None, None, None], torch.arange(x.shape[1])[None, :, None, None], rows, cols]
+    # in x's memory layout: a one-channel batch keeps the strides that give the faster convolution (~30% here)
+    out = torch.empty_like(x).copy_(crops)
     if flip:
         out = torch.where((torch.rand(n, generator=g) < 0.5)[:, None, None, None], out.flip(-1), out)
     return out
@@ -239,6 +252,8 @@ def _fit(scenario: Scenario, cfg: TrainConfig, progress: Progress | None) -> tup
     params = [p for p in model.parameters() if p.requires_grad]
     if cfg.optimizer == "sgd":
         opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    elif cfg.optimizer == "adamw":
+        opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     else:
         opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     x, y = scenario.x_train, scenario.y_train
