@@ -1,4 +1,4 @@
-"""Command line: ``attrex scenarios | prepare | methods | explain``.
+"""Command line: ``attrex scenarios | prepare | methods | explain | evaluate``.
 
 The benchmark against Captum is a script of its own, ``python benchmarks/bench_attribution.py``
 (it needs the test extra: ``pip install -e ".[test]"``, or ``make test``'s environment).
@@ -338,6 +338,51 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluate_methods(text: str, pairs: list[str] | None) -> dict[str, dict]:
+    """``--methods a,b`` (or ``all``) and ``--param method.name=value`` as ``{method: params}``."""
+    from core.methods import REGISTRY, get_method
+
+    names = [m.strip() for m in text.split(",") if m.strip()]
+    if names == ["all"]:
+        names = sorted(REGISTRY, key=lambda n: (REGISTRY[n].baseline, n))
+    if not names:
+        raise AttrexError("--methods needs at least one method name (or all)")
+    specs: dict[str, dict] = {}
+    for name in names:
+        get_method(name)  # an unknown name fails here, with the accepted ones
+        specs[name] = {}
+    for key, value in _method_params(pairs).items():
+        method, dot, param = key.partition(".")
+        if not dot or method not in specs:
+            raise AttrexError(f"--param for evaluate takes method.name=value with a method from --methods; got {key!r}")
+        specs[method][param] = value
+    for name, params in specs.items():
+        get_method(name).check_params(params)  # bad parameters fail before any work
+    return specs
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from core.evaluation import Settings, check_tasks, evaluate, table
+
+    specs = _evaluate_methods(args.methods, args.param)
+    tasks = check_tasks([t.strip() for t in args.metrics.split(",") if t.strip()]) if args.metrics else None
+    settings = Settings(n_test=args.points, k=args.top_k, n_triggered=args.triggered, lds_test=args.lds_points,
+                        lds_subsets=args.lds_subsets, lds_alpha=args.lds_alpha, seed=args.eval_seed)
+    if args.workers is not None and args.workers < 1:
+        raise AttrexError(f"--workers must be a positive integer; got {args.workers}")
+    scenario, trained = _load(args)
+    bar, progress = _progress_bar(f"evaluate {scenario.spec.name}", args.quiet)
+    t0 = time.perf_counter()
+    try:
+        result = evaluate(scenario, trained, specs, tasks, settings, cache=_cache(args), workers=args.workers,
+                          progress=progress)
+    finally:
+        bar.close()
+    result["seconds"] = time.perf_counter() - t0
+    print(json.dumps(result, indent=1) if args.json else table(result))
+    return 0
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="attrex", description="attrex, the attribution explorer")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -387,6 +432,24 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--features", metavar="OUTDIR", help="also write FLIA heatmaps and DualView-LRP overlays (PNG; "
                    "token highlights as HTML for text) of every listed pair to OUTDIR")
     p.set_defaults(func=cmd_explain)
+
+    p = sub.add_parser("evaluate", help="score methods against the scenario's planted ground truth (cached)")
+    model_args(p)
+    p.add_argument("--methods", required=True, help="comma-separated method names, or all")
+    p.add_argument("--param", "-p", action="append", metavar="METHOD.NAME=VALUE",
+                   help="a method parameter (repeatable), e.g. tracin-rp.dim=2048")
+    p.add_argument("--metrics", help="comma-separated metric groups: mislabel, backdoor, identical-class, "
+                   "identical-subclass, label-poisoning, domain-mismatch, lds (default: every one that applies "
+                   "to the scenario, except lds)")
+    p.add_argument("--points", type=int, default=100, help="clean test points of the DualView metrics (default 100)")
+    p.add_argument("--triggered", type=int, default=20, help="triggered test samples of the backdoor metrics (default 20)")
+    p.add_argument("--top-k", type=int, default=10, help="k of the backdoor top-k share (default 10)")
+    p.add_argument("--lds-points", type=int, default=50, help="test points of LDS (default 50)")
+    p.add_argument("--lds-subsets", type=int, default=20, help="subset models of LDS (default 20)")
+    p.add_argument("--lds-alpha", type=float, default=0.5, help="fraction of the training set per LDS subset (default 0.5)")
+    p.add_argument("--eval-seed", type=int, default=0, help="seed of the test-point draws and LDS subsets (default 0)")
+    p.add_argument("--workers", type=int, help="processes training subset models (default: CPUs, at most 4)")
+    p.set_defaults(func=cmd_evaluate)
 
     return parser
 

@@ -199,6 +199,35 @@ class Scenario:
         return ["clean"] + (["triggered"] if self.x_test_triggered is not None else []) + (
             ["marked"] if self.x_test_marked is not None else [])
 
+    def subset(self, keep) -> Scenario:
+        """This scenario trained on the training points ``keep`` only (ids, kept in the order given).
+
+        The test splits stay as they are; the ground truth keeps what it says about the kept
+        points, with training ids renumbered to their positions in ``keep``. The fingerprint
+        covers the new tensors, so a model trained on the subset is cached under its own key.
+        Used for k-fold out-of-fold predictions, LDS's subset models and retraining without
+        chosen points.
+        """
+        keep = torch.as_tensor(keep, dtype=torch.int64).reshape(-1)
+        n = len(self.y_train)
+        if len(keep) == 0 or keep.min() < 0 or keep.max() >= n or len(keep.unique()) != len(keep):
+            raise AttrexError(f"a training subset needs distinct ids in [0, {n - 1}], at least one")
+        position = torch.full((n,), -1, dtype=torch.int64)
+        position[keep] = torch.arange(len(keep))
+
+        def renumber(ids: torch.Tensor | None) -> torch.Tensor | None:
+            if ids is None:
+                return None
+            p = position[ids]
+            return p[p >= 0]
+
+        t = self.truth
+        truth = replace(t, original_labels=t.original_labels[keep], flipped_ids=renumber(t.flipped_ids),
+                        poisoned_ids=renumber(t.poisoned_ids), marked_ids=renumber(t.marked_ids),
+                        subclass_train=None if t.subclass_train is None else t.subclass_train[keep])
+        texts = [self.texts_train[i] for i in keep.tolist()] if self.texts_train else []
+        return replace(self, x_train=self.x_train[keep], y_train=self.y_train[keep], truth=truth, texts_train=texts)
+
 
 # ----------------------------------------------------------------------------- presets
 

@@ -10,6 +10,7 @@ each stating its definitions and papers:
   all training points and within the target class, trigger mass of a heatmap;
 - :mod:`core.metrics.dualview`: the DualView paper's identical class, identical subclass,
   label poisoning and domain mismatch;
+- :mod:`core.metrics.lds`: the linear datamodeling score against models trained on subsets;
 - :mod:`core.metrics.agreement`: Spearman and top-k overlap between two methods' scores.
 
 Undefined cases (no flipped or poisoned point, a constant row for Spearman, ``k`` out of
@@ -23,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from core.metrics import agreement, backdoor, dualview, mislabel
+from core.metrics import agreement, backdoor, dualview, lds, mislabel
 
 
 @dataclass(frozen=True)
@@ -61,8 +62,9 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
            "DualView: normalised area under the flipped-label detection curve of sum |score| (random 0.5)"),
     Metric("domain-mismatch", dualview.domain_mismatch,
            "DualView: share of mark-fooled test points whose top-1 training point carries the mark"),
+    Metric("lds", lds.lds, "linear datamodeling score: Spearman of summed scores against subset-trained models' outputs"),
     Metric("spearman", agreement.spearman, "agreement: mean Spearman correlation of two methods' score rows"),
     Metric("top-k-overlap", agreement.top_k_overlap, "agreement: mean overlap of two methods' top-k proponents"),
 )}
 
-__all__ = ["METRICS", "Metric", "agreement", "backdoor", "dualview", "mislabel"]
+__all__ = ["METRICS", "Metric", "agreement", "backdoor", "dualview", "lds", "mislabel"]
