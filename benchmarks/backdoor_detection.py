@@ -1,10 +1,13 @@
-"""Backdoor-trigger detection on mnist-backdoor, cifar10-backdoor and agnews-backdoor.
+"""Backdoor-trigger detection by every registered method on mnist-backdoor, cifar10-backdoor and agnews-backdoor.
 
-``python benchmarks/backdoor_detection.py [--quick] [--json]``: for triggered test samples the
-model sends to the backdoor's class, the share of poisoned points among each method's top-10
-proponents against their base rate, the AUC of ranking all training points by their mean
-score, and FLIA on poisoned proponents (trigger-region mass ratio for images, trigger-token
-rank for text), as defined in :mod:`core.features.experiments`.
+``python benchmarks/backdoor_detection.py [--quick] [--json] [--methods ...] [--seed S]``:
+the evaluation suite's ``backdoor`` task (:mod:`core.evaluation`) for every method that has
+per-test-point scores: for triggered test samples the model sends to the backdoor's class,
+the share of poisoned points among each method's top-10 proponents against their base rate,
+and the AUROC of ranking the training points by their mean score, over all points and within
+the target class. Then FLIA on the poisoned proponents of the best method by top-10 share
+(trigger-region mass ratio for images, trigger-token rank for text;
+:func:`core.features.experiments.flia_on_poisoned`). Results are cached like ``attrex evaluate``'s.
 """
 
 from __future__ import annotations
@@ -19,57 +22,88 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository r
 import torch  # noqa: E402
 from _common import common_args, setup  # noqa: E402  (this folder)
 
-from core.data import build  # noqa: E402
-from core.features.experiments import backdoor_detection, fmt  # noqa: E402
+from core.cache import Cache  # noqa: E402
+from core.data import build, get_spec  # noqa: E402
+from core.evaluation import Context, Settings, evaluate  # noqa: E402
+from core.features.experiments import flia_on_poisoned, fmt  # noqa: E402
+from core.methods import REGISTRY, create  # noqa: E402
 from core.models import train  # noqa: E402
 
-METHODS = "tracin-rp,tracin,dualview,representer,representer-lje"
-QUICK_METHODS = "tracin-rp,dualview,representer"
+QUICK_METHODS = "tracin-rp,gas-rp,graddot,representer,random"
+
+
+def all_methods() -> str:
+    return ",".join(sorted((n for n, c in REGISTRY.items() if c.per_test), key=lambda n: (REGISTRY[n].baseline, n)))
 
 
 def render(results: list[dict]) -> str:
     lines = []
     for r in results:
-        lines += [f"{r['scenario']} ({r['arch']}, {r['n_train']} train, {r['poisoned']} poisoned = base rate "
-                  f"{r['base_rate']:.1%}; attack success {fmt(r['attack_success'], '.1%')}; "
+        m0 = r["model"]
+        lines += [f"{r['scenario']} seed {r['seed']} ({m0['arch']}; clean accuracy {fmt(m0['test_acc'], '.1%')}, attack "
+                  f"success {fmt(m0['attack_success'], '.1%')}; base rate {fmt(r['base_rate'], '.1%')}; "
                   f"{r['triggered_test']} triggered test samples)",
-                  f"  {'method':<16} {'poisoned in top-' + str(r['k']):>18} {'lift':>6} {'AUC':>6}"]
-        for name, m in r["methods"].items():
-            if "error" in m:
-                lines.append(f"  {name:<16} {m['error'][:70]}")
-            else:
-                lines.append(f"  {name:<16} {m['top_k_poisoned_share']:>18.1%} {m['lift']:>6.1f} {fmt(m['auc']):>6}")
+                  f"  {'method':<22} {'top-10 share':>12} {'lift':>6} {'AUROC':>6} {'AUROC in class':>15} {'fit s':>7}"]
+        for name, row in r["results"].items():
+            b = row["backdoor"]
+            if b["status"] != "ok":
+                lines.append(f"  {name:<22} {b['status']}: {(b.get('reason') or b.get('error'))[:70]}")
+                continue
+            v = b["values"]
+            fit = r["methods"][name].get("fit_seconds")
+            lines.append(f"  {name:<22} {v['top_k_share']:>12.1%} {v['lift']:>6.1f} {v['auroc']:>6.3f} "
+                         f"{v['auroc_in_class']:>15.3f} {fmt(fit, '7.1f')}")
         for d in ("descent", "ascent"):
             if f"flia_trigger_mass_ratio/{d}" in r:
                 f = r[f"flia_trigger_mass_ratio/{d}"]
-                lines.append(f"  FLIA ({d}): trigger-region mass / region share ({f['region_share']:.1%} of the image): "
-                             f"median {fmt(f['median'], '.1f')}, mean {fmt(f['mean'], '.1f')}, "
-                             f">= 5 on {fmt(f['at_least_5_share'], '.0%')} of {f['pairs']} poisoned proponents")
+                lines.append(f"  FLIA ({d}, on {r['flia_method']}'s poisoned proponents): trigger-region mass / region "
+                             f"share ({f['region_share']:.1%} of the image): median {fmt(f['median'], '.1f')}, mean "
+                             f"{fmt(f['mean'], '.1f')}, >= 5 on {fmt(f['at_least_5_share'], '.0%')} of {f['pairs']}")
             if f"flia_trigger_token_rank/{d}" in r:
                 f = r[f"flia_trigger_token_rank/{d}"]
-                lines.append(f"  FLIA ({d}): trigger token's rank among the text's tokens by |score|: median "
-                             f"{fmt(f['median'], '.0f')}, mean {fmt(f['mean'], '.1f')}, first in "
-                             f"{fmt(f['top1_share'], '.0%')} of {f['pairs']} poisoned proponents")
+                lines.append(f"  FLIA ({d}, on {r['flia_method']}'s poisoned proponents): trigger token's rank among the "
+                             f"text's tokens: median {fmt(f['median'], '.0f')}, first in {fmt(f['top1_share'], '.0%')} "
+                             f"of {f['pairs']}")
         lines.append("")
     return "\n".join(lines)
 
 
+def run_scenario(name: str, seed: int, methods: list[str], n_test: int, flia_pairs: int, cache, log) -> dict:
+    cache = cache or Cache()
+    scenario = build(get_spec(name, seed=seed))
+    log(f"{name} seed {seed}: default model (trained once, cached)")
+    trained = train(scenario, cache=cache)
+    settings = Settings(n_triggered=n_test)
+    r = evaluate(scenario, trained, methods, ["backdoor"], settings, cache=cache,
+                 progress=lambda f, m: log(f"{name}: {m}"))
+    ok = {m: row["backdoor"]["values"] for m, row in r["results"].items() if row["backdoor"]["status"] == "ok"}
+    first = next(iter(ok.values()), None)
+    r.update(base_rate=first["base_rate"] if first else None, triggered_test=first["triggered_test"] if first else 0)
+    best = max((m for m in ok if not REGISTRY[m].baseline), key=lambda m: (ok[m]["top_k_share"], ok[m]["auroc_in_class"]),
+               default=None)
+    if best and flia_pairs:
+        ctx = Context(scenario, trained, settings, cache, 1)
+        x, target = ctx.triggered
+        scores = create(best, trained, ctx.data, cache=cache).scores(x, target)
+        log(f"{name}: FLIA on {best}'s poisoned proponents")
+        r.update(flia_on_poisoned(scenario, trained, x, target, scores, flia_pairs), flia_method=best)
+    return r
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    common_args(ap, "fewer test samples and methods")
+    common_args(ap, f"fewer test samples and methods ({QUICK_METHODS})")
     ap.add_argument("--scenarios", default="mnist-backdoor,cifar10-backdoor,agnews-backdoor")
-    ap.add_argument("--methods", default=None, help=f"comma-separated (default {METHODS}; --quick {QUICK_METHODS})")
+    ap.add_argument("--methods", default=None, help="comma-separated (default: every method with per-test-point scores)")
+    ap.add_argument("--seed", type=int, default=0, help="scenario and training seed (default 0)")
     ap.add_argument("--n-test", type=int, default=None, help="triggered test samples (default 20; --quick 5)")
+    ap.add_argument("--flia-pairs", type=int, default=2, help="poisoned proponents per sample for FLIA (0: none)")
     args = ap.parse_args(argv)
     cache, log = setup(args, "backdoor")
-    methods = (args.methods or (QUICK_METHODS if args.quick else METHODS)).split(",")
+    methods = (args.methods or (QUICK_METHODS if args.quick else all_methods())).split(",")
     n_test = args.n_test or (5 if args.quick else 20)
-    results = []
-    for name in [s.strip() for s in args.scenarios.split(",") if s.strip()]:
-        scenario = build(name)
-        log(f"{name}: default model (trained once, cached)")
-        trained = train(scenario, cache=cache)
-        results.append(backdoor_detection(scenario, trained, methods, n_test=n_test, cache=cache, log=log))
+    results = [run_scenario(name, args.seed, methods, n_test, args.flia_pairs, cache, log)
+               for name in (s.strip() for s in args.scenarios.split(",")) if name]
     report = {"quick": args.quick, "threads": torch.get_num_threads(), "results": results}
     print(json.dumps(report, indent=1) if args.json else render(results))
     return 0

@@ -11,7 +11,9 @@ optimum (so retraining is exact and cheap):
   point's loss on the explained class (for methods that estimate removal's effect,
   ``estimates_removal``; GradDot and GradCos are similarities);
 - a method without per-test-point scores (``per_test = False``, the training-loss baseline)
-  refuses ``scores`` with a clear error and still gives one self-score per training point.
+  refuses ``scores`` with a clear error and still gives one self-score per training point;
+- a method that retrains on the scenario (``retrains``, cleanlab's k folds) refuses bare
+  tensors with a clear error (its scores are checked in tests/test_evaluation.py).
 
 The test points are whichever the model predicts; nothing here assumes what a particular set
 of weights does.
@@ -87,6 +89,10 @@ def convex(mnist):
 @pytest.mark.parametrize("name", sorted(REGISTRY))
 def test_every_method_keeps_the_contract(convex, name, tmp_path):
     cls = REGISTRY[name]
+    if cls.retrains:  # needs a scenario's recipe to retrain (cleanlab): refuses bare tensors; see test_evaluation
+        with pytest.raises(AttrexError, match="needs a scenario"):
+            create(name, convex["trained"], convex["data"], cache=Cache(tmp_path)).fit()
+        return
     method = create(name, convex["trained"], convex["data"], cache=Cache(tmp_path), **PARAMS.get(name, {})).fit()
     x, y, x_test, n = convex["x"], convex["y"], convex["x_test"], len(convex["y"])
 

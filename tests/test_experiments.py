@@ -13,13 +13,13 @@ from core.errors import AttrexError
 from core.features import FLIA
 from core.features.experiments import (
     PAIR_KINDS,
-    backdoor_detection,
+    flia_on_poisoned,
     flia_tables,
     insertion_deletion,
     same_class_pairs,
     unlearning_confidence_change,
 )
-from core.models import default_config, train
+from core.models import default_config, predict, train
 from core.stats import auc
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -106,17 +106,18 @@ def test_same_class_pairs_are_of_the_test_samples_class(mnist):
     assert all(torch.equal(a, b) for a, b in zip(pairs, same_class_pairs(mnist, tests, 4, seed=3), strict=True))
 
 
-def test_backdoor_detection_reports_every_figure():
+def test_flia_on_poisoned_proponents_reports_both_directions():
     scenario = build(get_spec("mnist-backdoor", n_train=600, n_test=100))
     trained = train(scenario, default_config("mnist", epochs=3))
-    r = backdoor_detection(scenario, trained, ["tracin-rp", "dualview", "no-such-method"], n_test=3, k=5,
-                           flia_pairs=1)
-    assert r["base_rate"] == pytest.approx(len(scenario.truth.poisoned_ids) / 600)
-    assert "error" in r["methods"]["no-such-method"]
-    for name in ("tracin-rp", "dualview"):
-        m = r["methods"][name]
-        assert 0 <= m["top_k_poisoned_share"] <= 1 and 0 <= m["auc"] <= 1 and 0 <= m["auc_target_class"] <= 1
+    x_trig, target = scenario.test_split("triggered")
+    hit = (predict(trained.model, x_trig).argmax(1) == target).nonzero().squeeze(1)[:3]
+    assert len(hit) == 3, "the 3-epoch model should carry the backdoor"
+    scores = torch.randn(3, 600, generator=torch.Generator().manual_seed(0))  # any ranking picks the pairs
+    r = flia_on_poisoned(scenario, trained, x_trig[hit], target[hit], scores, flia_pairs=1)
     for d in ("descent", "ascent"):
         f = r[f"flia_trigger_mass_ratio/{d}"]
         assert f["pairs"] == 3 and f["region_share"] == pytest.approx(9 / 784)
         assert 0 <= f["median"] <= 1 / f["region_share"]
+    with pytest.raises(AttrexError, match="has no backdoor"):
+        flia_on_poisoned(build(get_spec("mnist-noisy", n_train=600, n_test=100)), trained, x_trig[hit], target[hit],
+                         scores)

@@ -22,13 +22,11 @@ pairs, scaled down), and random training points of any class (Table 1 only).
   after each of the 10 steps, normalised by the largest |IL| of the pair's two curves (and
   of ``x^0``, ``x^T``), averaged over the steps. INS < DEL means the ranking finds the
   features that carry the change. A random ranking is reported beside it.
-- **Backdoor** (:func:`backdoor_detection`): for triggered test samples that the model sends
-  to the backdoor's target class, the share of poisoned points among each method's top-k
-  proponents against their share of the training set, the AUC of ranking all training
-  points (and the target class's points only) by their mean score over those test samples
-  (:mod:`core.metrics.backdoor` defines them), and the FLIA mass inside the trigger
-  region divided by the region's share of the image, on poisoned proponents; for text, the
-  rank of the trigger token among the tokens of poisoned proponents by ``|FLIA|`` token score.
+- **Backdoor** (:func:`flia_on_poisoned`): on poisoned proponents of triggered test samples,
+  the FLIA mass inside the trigger region divided by the region's share of the image; for
+  text, the rank of the trigger token among the text's tokens by ``|FLIA|`` token score. The
+  methods' own backdoor figures (top-k share, detection AUROC) are the evaluation suite's
+  ``backdoor`` task (:mod:`core.evaluation`).
 """
 
 from __future__ import annotations
@@ -47,13 +45,8 @@ from core.data.scenario import Scenario
 from core.errors import AttrexError
 from core.features.flia import FLIA, FLIAResult
 from core.methods import TrainingData, create
-from core.metrics.backdoor import (
-    detection_auroc,
-    detection_auroc_in_class,
-    top_k_poisoned_share,
-    trigger_mass_ratio,
-)
-from core.models.training import TrainedModel, predict
+from core.metrics.backdoor import trigger_mass_ratio
+from core.models.training import TrainedModel
 from core.stats import pearson
 
 Log = Callable[[str], None]
@@ -259,55 +252,32 @@ def flia_tables(scenario: Scenario, trained: TrainedModel, n_test: int, per_test
 # ----------------------------------------------------------------------------- backdoor
 
 
-def backdoor_detection(scenario: Scenario, trained: TrainedModel, methods: list[str], n_test: int = 20, k: int = 10,
-                       flia_pairs: int = 2, cache: Cache | None = None, log: Log = _quiet) -> dict:
-    """Backdoor-trigger detection by each method and by FLIA on ``scenario`` (see the module docstring)."""
+def flia_on_poisoned(scenario: Scenario, trained: TrainedModel, x: torch.Tensor, target: torch.Tensor,
+                     scores: torch.Tensor, flia_pairs: int = 2) -> dict:
+    """FLIA on the strongest poisoned proponents of triggered test samples, both directions.
+
+    ``x``, ``target``: triggered test samples the model sends to the target class and that class;
+    ``scores`` ``[len(x), n_train]``: a method's attributions for them (the evaluation's best
+    method for backdoor detection). For each sample its ``flia_pairs`` highest-scoring poisoned
+    training points are paired with it. Images: the FLIA mass inside the trigger over the
+    trigger's share of the image (:func:`core.metrics.backdoor.trigger_mass_ratio`); text: the
+    trigger token's rank among the text's tokens by ``|FLIA|``.
+
+    A trigger drawn at the ends of the pixel range (BadNets' black-and-white checkerboard)
+    often cannot move under descent: making it starker makes the poisoned point still more
+    confidently fit, which lowers its loss gradient and with it IL, so descent pushes its
+    pixels against the clip and their FLIA is 0; ascent moves them.
+    """
     truth = scenario.truth
     if truth.poisoned_ids is None:
         raise AttrexError(f"scenario {scenario.spec.name!r} has no backdoor")
-    t0 = time.perf_counter()
-    x_trig, target = scenario.test_split("triggered")
-    hit = (predict(trained.model, x_trig).argmax(1) == target).nonzero().squeeze(1)[:n_test]
-    if not len(hit):
-        raise AttrexError("the model resists the backdoor: no triggered test sample reaches the target class")
-    x, t = x_trig[hit], target[hit]
     poisoned = torch.zeros(len(scenario.y_train), dtype=torch.bool)
     poisoned[truth.poisoned_ids] = True
-    out: dict = {"scenario": scenario.spec.name, "arch": trained.config.arch, "n_train": len(poisoned),
-                 "poisoned": int(poisoned.sum()), "base_rate": poisoned.double().mean().item(),
-                 "attack_success": trained.attack_success, "triggered_test": len(hit), "k": k, "methods": {}}
-    data = TrainingData.of(scenario)
-    ranking = None
-    for name in methods:
-        t1 = time.perf_counter()
-        try:
-            m = create(name, trained, data, cache=cache).fit()
-            s = m.scores(x, t)
-        except (AttrexError, RuntimeError, MemoryError) as exc:
-            out["methods"][name] = {"error": f"{type(exc).__name__}: {exc}"}
-            log(f"{name}: {exc}")
-            continue
-        share = top_k_poisoned_share(s, poisoned, k)
-        out["methods"][name] = {"top_k_poisoned_share": share, "lift": share / out["base_rate"],
-                                "auc": detection_auroc(s, poisoned),
-                                "auc_target_class": detection_auroc_in_class(s, poisoned, scenario.y_train,
-                                                                             truth.target_class),
-                                "seconds": time.perf_counter() - t1}
-        if name in ("tracin", "tracin-rp") and (ranking is None or name == "tracin"):
-            ranking = s
-        log(f"{name}: poisoned share of top-{k} {share:.2f} (base {out['base_rate']:.3f})")
-    if ranking is None:
-        return {**out, "seconds": time.perf_counter() - t0}
-    # FLIA on poisoned proponents: the strongest poisoned points by TracIn for each test sample,
-    # both directions. A trigger drawn at the ends of the pixel range (BadNets' black-and-white
-    # checkerboard) often cannot move under descent: making it starker makes the poisoned point
-    # still more confidently fit, which lowers its loss gradient and with it IL, so descent
-    # pushes its pixels against the clip and their FLIA is 0; ascent moves them.
     found: dict[str, list[float]] = {"descent": [], "ascent": []}
-    for r in range(len(hit)):
-        order = ranking[r].argsort(descending=True)
+    for r in range(len(x)):
+        order = scores[r].argsort(descending=True)
         ids = order[poisoned[order]][:flia_pairs]
-        ex = FLIA(trained, x[r], int(t[r]))
+        ex = FLIA(trained, x[r], int(target[r]))
         base, y = ex.batch(scenario.x_train[ids], scenario.y_train[ids])
         for direction, values in found.items():
             run = ex.run(base, y, direction=direction)
@@ -316,6 +286,7 @@ def backdoor_detection(scenario: Scenario, trained: TrainedModel, methods: list[
                     values.append(_token_rank(scenario, i, run.heatmap[b]))
                 else:
                     values.append(trigger_mass_ratio(run.heatmap[b], truth.trigger_mask))
+    out: dict = {}
     for direction, values in found.items():
         if scenario.kind == "text":
             out[f"flia_trigger_token_rank/{direction}"] = {
@@ -326,7 +297,6 @@ def backdoor_detection(scenario: Scenario, trained: TrainedModel, methods: list[
                 "pairs": len(values), "median": _median(values), "mean": _mean(values),
                 "at_least_5_share": _mean([float(v >= 5) for v in values]),
                 "region_share": truth.trigger_mask.double().mean().item()}
-    out["seconds"] = time.perf_counter() - t0
     return out
 
 

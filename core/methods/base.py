@@ -196,6 +196,9 @@ class Attributor(ABC):
     # Whether :meth:`scores` exists: a baseline that only scores training points (the training
     # loss) sets it False; its ``scores()`` and ``top_k()`` refuse and only ``self_scores()`` answers.
     per_test: ClassVar[bool] = True
+    # Whether the precompute retrains models of the scenario's recipe (cleanlab's k folds): it
+    # then needs ``TrainingData.of(scenario)`` and refuses bare tensors with a clear error.
+    retrains: ClassVar[bool] = False
     # A reference point rather than an attribution method (random scores, the training loss):
     # listed after the methods wherever they are offered.
     baseline: ClassVar[bool] = False
@@ -237,6 +240,7 @@ class Attributor(ABC):
         return {"name": cls.name, "title": cls.title, "description": cls.description,
                 "reference": cls.reference, "self_influence": cls.self_influence,
                 "estimates_removal": cls.estimates_removal, "per_test": cls.per_test, "baseline": cls.baseline,
+                "retrains": cls.retrains,
                 "params": [p.describe() for p in cls.params]}
 
     @classmethod

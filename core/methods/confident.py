@@ -33,6 +33,7 @@ class ConfidentLearning(Attributor):
     baseline = True
     per_test = False
     estimates_removal = False
+    retrains = True
     params = (
         Param("folds", "int", 3, "folds of the out-of-fold predictions (one model trained per fold)", low=2, high=10),
         Param("rank_by", "choice", "self_confidence", "cleanlab's label quality score",
@@ -47,7 +48,7 @@ class ConfidentLearning(Attributor):
         scenario = self.data.scenario
         if scenario is None:
             raise AttrexError("cleanlab retrains the model on folds of the training set, so it needs a scenario "
-                              "(TrainingData.of(scenario)), not bare tensors")
+                              "(TrainingData.of(scenario)), not bare tensors")  # declared by retrains = True
         n = len(self.data)
         held = k_folds(n, self.hparams["folds"], self.hparams["seed"])
         keep = [torch.cat([f for j, f in enumerate(held) if j != i]).sort().values for i in range(len(held))]
