@@ -2,6 +2,7 @@
 #   make app   set up .venv if needed, then start the app on the default scenario
 #   make test  set up (with the test extras), then run the test suite
 #   make lock  regenerate requirements.lock and requirements-test.lock from pyproject.toml
+#   make crosscheck  compare core/metrics with quanda's metrics, in a separate venv (.venv-quanda)
 # Both set-ups install from a lock: every package pinned, with hashes (Linux x86-64, CPython 3.11).
 PYTHON ?= python3
 VENV   := .venv
@@ -12,13 +13,14 @@ TSTAMP := $(VENV)/.installed-test
 LOCK   := requirements.lock
 TLOCK  := requirements-test.lock
 
-.PHONY: app test setup setup-test lock browser lint clean-cache help
+.PHONY: app test setup setup-test lock browser lint clean-cache crosscheck help
 
 help:
 	@echo "make app    - start the app (http://localhost:$(PORT))"
 	@echo "make test   - run the test suite"
 	@echo "make lint   - ruff"
 	@echo "make lock   - regenerate the lock files from pyproject.toml (UPGRADE=1: newest allowed versions)"
+	@echo "make crosscheck - compare core/metrics with quanda 0.5.0's metrics (builds .venv-quanda once)"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -89,3 +91,25 @@ lint: $(TSTAMP)
 
 clean-cache:
 	rm -rf "$${ATTREX_CACHE:-$${XDG_CACHE_HOME:-$$HOME/.cache}/attrex}"
+
+# Cross-check of core/metrics against quanda's metric implementations, in a venv of its own:
+# quanda 0.5.0 pins captum < 0.9, hence numpy < 2, and imports omegaconf without declaring it,
+# so it never goes into .venv (nothing from the locks is installed here). pyarrow 26 needs
+# numpy >= 2 without declaring it, so it is held below. torch is pip's default build (CUDA; it
+# runs on CPU): the PyPI torchvision wheels don't load with a +cpu torch. Built once (the stamp;
+# `rm -rf .venv-quanda` to rebuild); the `*` .gitignore keeps git out of the venv.
+# tools/quanda_check.py imports core.metrics from this checkout.
+QVENV  := .venv-quanda
+QPY    := $(QVENV)/bin/python
+QSTAMP := $(QVENV)/.installed
+QPKGS  := quanda==0.5.0 omegaconf==2.4.0 'pyarrow<26'
+
+$(QSTAMP):
+	$(PYTHON) -m venv $(QVENV)
+	@printf '*\n' > $(QVENV)/.gitignore
+	$(QPY) -m pip install --quiet --upgrade pip
+	$(QPY) -m pip install --quiet $(QPKGS)
+	@touch $@
+
+crosscheck: $(QSTAMP)
+	OMP_NUM_THREADS=1 $(QPY) tools/quanda_check.py
