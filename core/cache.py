@@ -290,3 +290,27 @@ class Cache:
     def clear(self, kind: str | None = None) -> None:
         """Remove every artefact (of one kind, if given)."""
         shutil.rmtree(self.root / kind if kind else self.root, ignore_errors=True)
+
+    def remove(self, kind: str, key: str) -> None:
+        """Remove one artefact (nothing happens if it is absent)."""
+        if not re.fullmatch(r"[0-9a-zA-Z_.-]+", kind) or not re.fullmatch(r"[0-9a-f]{64}", key):
+            raise CacheError(f"no such cache entry: {kind}/{key}")
+        _remove(self.path(kind, key))
+
+    def entries(self) -> list[dict]:
+        """Every artefact folder: ``kind``, ``key``, ``bytes``, ``modified`` (epoch seconds) and its ``label``
+        (what it holds, as its writer described it; empty for entries written before labels existed). Only
+        the JSON metadata is read; an unreadable one is listed with ``label`` ``"unreadable"``."""
+        out: list[dict] = []
+        if not self.root.is_dir():
+            return out
+        for kind_dir in sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            for entry in sorted(p for p in kind_dir.iterdir() if not p.name.startswith(".")):
+                size = sum(f.stat().st_size for f in entry.iterdir() if f.is_file()) if entry.is_dir() else 0
+                try:
+                    label = str(json.loads((entry / META).read_text())["meta"].get("label", ""))
+                except (OSError, ValueError, KeyError, TypeError, AttributeError):
+                    label = "unreadable"
+                out.append({"kind": kind_dir.name, "key": entry.name, "bytes": size,
+                            "modified": entry.lstat().st_mtime, "label": label})
+        return out

@@ -280,15 +280,30 @@ def result_key(ctx: Context, method: Attributor, task: str) -> str:
     return make_key(parts, f"evaluation-{VERSION}")
 
 
-def _run_pair(ctx: Context, method: Attributor, task: Task) -> dict:
-    def compute():
+class NotCached(Exception):
+    """Raised inside :func:`evaluate` with ``compute=False`` when a result is not in the cache."""
+
+
+def _run_pair(ctx: Context, method: Attributor, task: Task, compute: bool = True) -> dict:
+    def run():
         t0 = time.perf_counter()
         values, tensors = task.run(ctx, method)
-        return tensors, {"values": values, "seconds": time.perf_counter() - t0}
+        return tensors, {"values": values, "seconds": time.perf_counter() - t0,
+                         "label": f"{task.name} of {method.name} on {ctx.scenario.spec.name} (seed {ctx.scenario.spec.seed})"}
 
-    art = ctx.cache.get_or_compute("evaluation", result_key(ctx, method, task.name), compute)
-    return {"status": "ok", "values": art.meta["values"], "seconds": art.meta["seconds"],
-            "cache": art.status.split(":")[0], "tensors": sorted(art.tensors)}
+    key = result_key(ctx, method, task.name)
+    if compute:
+        art = ctx.cache.get_or_compute("evaluation", key, run)
+    else:
+        try:
+            art = ctx.cache.load("evaluation", key)
+        except (FileNotFoundError, CacheError):
+            raise NotCached from None
+    out = {"status": "ok", "values": art.meta["values"], "seconds": art.meta["seconds"],
+           "cache": art.status.split(":")[0], "tensors": sorted(art.tensors)}
+    if "curve" in art.tensors:  # small (2 x CURVE_POINTS): kept in the result for plots
+        out["curve"] = [[round(v, 6) for v in row] for row in art.tensors["curve"].tolist()]
+    return out
 
 
 def load_tensors(scenario: Scenario, trained: TrainedModel, method: Attributor, task: str,
@@ -303,8 +318,13 @@ def load_tensors(scenario: Scenario, trained: TrainedModel, method: Attributor, 
 
 def evaluate(scenario: Scenario, trained: TrainedModel, methods: list[str] | dict[str, dict],
              tasks: list[str] | None = None, settings: Settings | None = None, cache: Cache | None = None,
-             workers: int | None = None, progress: Progress | None = None, agreement_k: int = 10) -> dict:
-    """Every method on every task; see the module docstring. ``methods``: names, or names with parameters."""
+             workers: int | None = None, progress: Progress | None = None, agreement_k: int = 10,
+             compute: bool = True) -> dict | None:
+    """Every method on every task; see the module docstring. ``methods``: names, or names with parameters.
+
+    ``compute=False``: only what the cache holds, nothing fitted or computed (cheap: a page's
+    first look); ``None`` if any result is missing. Its ``agreement`` is left empty.
+    """
     settings = settings or Settings()
     cache = cache or Cache()
     specs = {m: {} for m in methods} if isinstance(methods, list) else dict(methods)
@@ -336,7 +356,10 @@ def evaluate(scenario: Scenario, trained: TrainedModel, methods: list[str] | dic
             method = create(mname, trained, ctx.data, cache=cache, **params)
             tick(f"{mname}: precompute")
             t0 = time.perf_counter()
-            method.fit()
+            if compute:
+                method.fit()
+            elif not cache.contains("method", method.cache_key()):
+                return None
             out["methods"][mname] = {"title": cls.title, "baseline": cls.baseline, "params": method.hparams,
                                      "fit_seconds": method.fit_seconds, "fit_status": method.fit_status.split(":")[0],
                                      "load_seconds": time.perf_counter() - t0}
@@ -355,11 +378,13 @@ def evaluate(scenario: Scenario, trained: TrainedModel, methods: list[str] | dic
                 row[name] = {"status": "n/a", "reason": reason}
             else:
                 try:
-                    row[name] = _run_pair(ctx, method, task)
+                    row[name] = _run_pair(ctx, method, task, compute)
+                except NotCached:
+                    return None
                 except (AttrexError, RuntimeError, MemoryError, ValueError) as exc:
                     row[name] = {"status": "error", "error": f"{type(exc).__name__}: {exc}"}
             done += 1
-        if cls.per_test and "identical-class" in names and row.get("identical-class", {}).get("status") == "ok":
+        if compute and cls.per_test and "identical-class" in names and row.get("identical-class", {}).get("status") == "ok":
             x, pred = ctx.clean
             score_rows[mname] = ctx.scores(method, "clean", x, pred)
     out["agreement"] = _agreement(score_rows, agreement_k)

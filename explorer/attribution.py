@@ -15,13 +15,12 @@ from core.errors import AttrexError
 from core.jobs import Job
 from core.methods import REGISTRY, Param
 from core.models import TrainedModel
-from explorer import pair, session, state
-from explorer.components import job_panel
-from explorer.render import GROUND_TRUTH_COLOURS, badge, to_image
+from explorer import components, pair, session, state
+from explorer.components import flags_markdown, job_panel
+from explorer.render import to_image
 
 DEFAULT_METHODS = ["tracin-rp"]
 MAX_METHODS = 3
-FLAG_TEXT = {"flipped": "flipped label", "poisoned": "poisoned", "marked": "marked"}
 
 
 def render(sc: Scenario, trained: TrainedModel, selection: state.Selection, split: str, row: int,
@@ -129,7 +128,7 @@ def _method_block(sc: Scenario, trained: TrainedModel, selection: state.Selectio
         else:
             st.markdown(f"**{title}** · FLIA token highlights: the stronger the colour, the more of the text's "
                         "influence that word carries")
-            pair.text_rows(sc, trained, selection, split, row, top["target"], ids, scores, _flags_markdown)
+            pair.text_rows(sc, trained, selection, split, row, top["target"], ids, scores, flags_markdown)
     if sc.kind == "image":
         pair.render(sc, trained, selection, name, split, row, test_id, top["target"], context)
 
@@ -144,20 +143,10 @@ def _truth_summary(sc: Scenario, top: dict) -> None:
             continue
         members = set(ids.tolist())
         hits = sum(int(i) in members for i in top["proponents"])
-        parts.append(f"{hits} of {len(top['proponents'])} proponents are {FLAG_TEXT[flag]} "
+        parts.append(f"{hits} of {len(top['proponents'])} proponents are {components.FLAG_TEXT[flag]} "
                      f"(base rate {len(members) / n:.1%})")
     if parts:
         st.markdown(" · ".join(parts))
-
-
-def _flags_markdown(sc: Scenario, i: int, flags: list[str]) -> str:
-    out = []
-    for f in flags:
-        text = FLAG_TEXT[f]
-        if f == "flipped":
-            text = f"flipped from {sc.class_names[int(sc.truth.original_labels[i])]}"
-        out.append(badge(text, GROUND_TRUTH_COLOURS[f]))
-    return " ".join(out)
 
 
 def _image_cards(sc: Scenario, ids: np.ndarray, scores: np.ndarray, method: str, kind: str, context: tuple) -> None:
@@ -168,7 +157,7 @@ def _image_cards(sc: Scenario, ids: np.ndarray, scores: np.ndarray, method: str,
         with col:
             st.image(to_image(sc.x_train[i], scale), width="stretch")
             label = sc.class_names[int(sc.y_train[i])]
-            st.markdown(f"**#{i}** · {label}  \n`{s:+.3g}`" + (f"  \n{_flags_markdown(sc, i, f)}" if f else ""))
+            st.markdown(f"**#{i}** · {label}  \n`{s:+.3g}`" + (f"  \n{flags_markdown(sc, i, f)}" if f else ""))
             opened = pair.is_open(method, i, context)
             st.button("Inspecting" if opened else "Inspect", key=session.inspect(method, kind, i), width="stretch",
                       type="primary" if opened else "secondary", on_click=pair.open_pair,

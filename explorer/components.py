@@ -7,8 +7,13 @@ from collections.abc import Hashable
 
 import streamlit as st
 
+from core.data import Scenario
+from core.errors import AttrexError
 from core.jobs import Job
-from explorer import state
+from core.models import TrainedModel
+from explorer import session, state
+from explorer.render import GROUND_TRUTH_COLOURS, badge
+from explorer.sidebar import model_status, pick_scenario
 
 
 def job_progress(job: Job, explanation: str) -> None:
@@ -31,3 +36,115 @@ def job_panel(job: Job, what: str, explanation: str, retry_key: Hashable | None 
         st.button("Try again", key=retry_key, on_click=state.forget_job, args=(job.key,))
     else:
         job_progress(job, explanation)
+
+
+def scenario_and_model(page: str) -> tuple[state.Selection, Scenario, TrainedModel]:
+    """What every page starts with: the sidebar's scenario, its header, and its trained model.
+
+    While the model trains the page shows the data's summary and the training's progress, then
+    stops; it reruns by itself when the model is ready.
+    """
+    selection = pick_scenario()
+    try:
+        sc = state.scenario(selection.scenario, selection.seed)
+    except AttrexError as exc:
+        st.error(f"This scenario cannot be built: {exc}")
+        st.stop()
+    scenario_header(sc, page)
+    trained = state.model_or_job(selection)
+    if isinstance(trained, Job):
+        cfg = selection.config
+        job_panel(trained, "Training", f"Training `{cfg.arch}` on **{selection.scenario}** ({cfg.epochs} epochs). "
+                  "The model is cached on disk: next time it loads at once. Meanwhile you can pick another scenario "
+                  "or page; this training goes on.")
+        st.stop()
+    model_status(trained)
+    return selection, sc, trained
+
+
+def scenario_header(sc: Scenario, page: str) -> None:
+    """The page title (page, scenario and seed, so a screenshot says what it shows) and what was planted."""
+    spec = sc.spec
+    st.title(f"{page} · {spec.name} · seed {spec.seed}")
+    chips = [badge(f"{len(sc.y_train):,} train · {len(sc.y_test):,} test", "gray")]
+    t = sc.truth
+    if t.flipped_ids is not None:
+        chips.append(badge(f"{len(t.flipped_ids)} flipped labels", GROUND_TRUTH_COLOURS["flipped"]))
+    if t.poisoned_ids is not None:
+        trigger = f"trigger word “{t.trigger_token}”" if t.trigger_token else "trigger patch"
+        chips.append(badge(f"{len(t.poisoned_ids)} poisoned → {sc.class_names[t.target_class]} · {trigger}",
+                           GROUND_TRUTH_COLOURS["poisoned"]))
+    if t.marked_ids is not None:
+        chips.append(badge(f"{len(t.marked_ids)} marked {sc.class_names[t.mark_class]}s", GROUND_TRUTH_COLOURS["marked"]))
+    if t.superclass_of is not None:
+        chips.append(badge(f"{sc.n_classes} superclasses: " + " | ".join(sc.class_names), "blue"))
+    st.markdown(" ".join(chips))
+    st.caption(f"{spec.description}. Data: {sc.source}.")
+
+
+def evaluation_panel(selection: state.Selection, trained: TrainedModel, methods: tuple[str, ...],
+                     tasks: tuple[str, ...], what: str, settings=None, start: bool = True) -> dict | None:
+    """The evaluation of ``methods`` on ``tasks``: read from the cache, or computed in the background
+    with progress (``None`` meanwhile). The finished result is kept in the session, so a failure
+    in it is shown rather than recomputed on every rerun. ``start=False``: only what is cached."""
+    from core.evaluation import Settings, evaluate
+
+    settings = settings or Settings()
+    key = ("evaluation", selection, methods, tasks, settings)
+    kept = st.session_state.setdefault(session.EVALUATIONS, {})
+    if key in kept:
+        return kept[key]
+    if not start:
+        sc = state.scenario(selection.scenario, selection.seed)
+        result = evaluate(sc, trained, list(methods), list(tasks), settings, compute=False)
+        if result is None:
+            st.info(f"Not measured yet for this model: press **Evaluate** to measure {what}.")
+        else:
+            kept[key] = result
+        return result
+    result = state.evaluation_or_job(selection, trained, methods, tasks, settings)
+    if isinstance(result, Job):
+        job_panel(result, "Evaluation", f"Measuring {what}: each method's precompute and score are cached on disk, "
+                  "so this runs once. You can leave the page; the work goes on.", retry_key=f"retry-{hash(key)}")
+        return None
+    kept[key] = result
+    return result
+
+
+FLAG_TEXT = {"flipped": "flipped label", "poisoned": "poisoned", "marked": "marked"}
+
+
+def flags_markdown(sc: Scenario, i: int, flags: list[str]) -> str:
+    """Badges of what was planted on training point ``i``, with the class it had before."""
+    out = []
+    for f in flags:
+        text = FLAG_TEXT[f]
+        if f in ("flipped", "poisoned"):
+            was = sc.class_names[int(sc.truth.original_labels[i])]
+            text = f"flipped from {was}" if f == "flipped" else f"poisoned, was {was}"
+        out.append(badge(text, GROUND_TRUTH_COLOURS[f]))
+    return " ".join(out)
+
+
+def retrain_panel(selection: state.Selection, trained: TrainedModel, drop: tuple[int, ...],
+                  relabel: tuple[tuple[int, int], ...]) -> None:
+    """Retrain the model without ``drop`` / with ``relabel`` in the background; then accuracy before and after."""
+    what = f"without {len(drop)} point(s)" if drop else f"with {len(relabel)} point(s) relabelled"
+    try:
+        after = state.retrain_or_job(selection, drop, relabel)
+    except AttrexError as exc:
+        st.error(f"Cannot retrain {what}: {exc}")
+        return
+    if isinstance(after, Job):
+        job_panel(after, "Retraining", f"Retraining `{selection.config.arch}` {what}, same recipe and seed "
+                  "(cached on disk).", retry_key=f"retry-retrain-{hash((drop, relabel))}")
+        return
+    st.markdown(f"**Retrained {what}** (same recipe and seed)")
+    cols = st.columns(3)
+    cols[0].metric("Test accuracy", f"{after.test_accuracy:.1%}",
+                   f"{100 * (after.test_accuracy - trained.test_accuracy):+.1f} points", delta_color="normal")
+    if after.attack_success is not None and trained.attack_success is not None:
+        cols[1].metric("Attack success", f"{after.attack_success:.1%}",
+                       f"{100 * (after.attack_success - trained.attack_success):+.1f} points", delta_color="inverse")
+    cols[2].caption(f"before: test accuracy {trained.test_accuracy:.1%}" +
+                    (f", attack success {trained.attack_success:.1%}" if trained.attack_success is not None else ""))

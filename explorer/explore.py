@@ -10,13 +10,10 @@ import streamlit as st
 
 from core.data import Scenario
 from core.data.text import tokenize
-from core.errors import AttrexError
-from core.jobs import Job
 from core.models import TrainedModel
 from explorer import attribution, session, state
-from explorer.components import job_panel
+from explorer.components import scenario_and_model
 from explorer.render import GROUND_TRUTH_COLOURS, badge, to_image, token_strip
-from explorer.sidebar import model_status, pick_scenario
 
 PAGE_SIZE = 40
 GRID_HEIGHT = 430  # pixels: about two and a half rows of the grid
@@ -25,44 +22,11 @@ SPLIT_LABELS = {"clean": "Clean", "triggered": "Triggered", "marked": "Marked"}
 
 
 def render() -> None:
-    selection = pick_scenario()
-    try:
-        sc = state.scenario(selection.scenario, selection.seed)
-    except AttrexError as exc:
-        st.error(f"This scenario cannot be built: {exc}")
-        st.stop()
-    _header(sc)
-    trained = state.model_or_job(selection)
-    if isinstance(trained, Job):
-        sel = selection
-        job_panel(trained, "Training", f"Training `{sel.config.arch}` on **{sel.scenario}** ({sel.config.epochs} "
-                  "epochs). The model is cached on disk: next time it loads at once. Meanwhile you can pick another "
-                  "scenario; this training goes on.")
-        st.stop()
-    model_status(trained)
+    selection, sc, trained = scenario_and_model("Explore")
     _training_curve(trained)
     picked = _gallery(sc, trained, selection)
     if picked is not None:
         attribution.render(sc, trained, selection, *picked)
-
-
-def _header(sc: Scenario) -> None:
-    spec = sc.spec
-    st.title(f"Explore · {spec.name}")
-    chips = [badge(f"{len(sc.y_train):,} train · {len(sc.y_test):,} test", "gray")]
-    t = sc.truth
-    if t.flipped_ids is not None:
-        chips.append(badge(f"{len(t.flipped_ids)} flipped labels", GROUND_TRUTH_COLOURS["flipped"]))
-    if t.poisoned_ids is not None:
-        trigger = f"trigger word “{t.trigger_token}”" if t.trigger_token else "trigger patch"
-        chips.append(badge(f"{len(t.poisoned_ids)} poisoned → {sc.class_names[t.target_class]} · {trigger}",
-                           GROUND_TRUTH_COLOURS["poisoned"]))
-    if t.marked_ids is not None:
-        chips.append(badge(f"{len(t.marked_ids)} marked {sc.class_names[t.mark_class]}s", GROUND_TRUTH_COLOURS["marked"]))
-    if t.superclass_of is not None:
-        chips.append(badge(f"{sc.n_classes} superclasses: " + " | ".join(sc.class_names), "blue"))
-    st.markdown(" ".join(chips))
-    st.caption(f"{spec.description}. Data: {sc.source}.")
 
 
 def _training_curve(trained: TrainedModel) -> None:

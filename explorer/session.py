@@ -21,6 +21,28 @@ TOP_K = "top-k"
 PAIR = "pair"
 PAIR_CLOSE = "pair-close"
 PAIR_IL_PATH = "pair-il-path"
+# evaluations finished in this session, by (selection, methods, tasks, settings)
+EVALUATIONS = "evaluations"
+# the Mislabels page
+MISLABEL_METHODS = "mislabel-methods"
+MISLABEL_RANK = "mislabel-rank"
+MISLABEL_SHOWN = "mislabel-shown"
+MISLABEL_TABLE = "mislabel-table"
+RETRAIN = "retrain"            # the retraining asked for on a page: {page: (drop, relabel)}
+# the Backdoor page
+BACKDOOR_METHOD = "backdoor-method"
+BACKDOOR_SAMPLE = "backdoor-sample"
+BACKDOOR_FLAGGED = "backdoor-flagged"
+# the Evaluate page
+EVAL_METHODS = "eval-methods"
+EVAL_TASKS = "eval-tasks"
+EVAL_RUN = "eval-run"          # the (selection, methods, tasks) the user asked to evaluate
+# the Compare page
+COMPARE_A = "compare-a"
+COMPARE_B = "compare-b"
+# the Cache page
+CACHE_CONFIRM = "cache-confirm"
+CACHE_KIND = "cache-kind"
 
 
 def arch(dataset: str) -> str:

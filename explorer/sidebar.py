@@ -15,7 +15,8 @@ def pick_scenario() -> Selection:
     names = list(PRESETS)
     wanted = st.query_params.get("scenario", DEFAULT_SCENARIO)
     if wanted not in PRESETS:
-        st.sidebar.warning(f"Unknown scenario {wanted!r} in the link; showing {DEFAULT_SCENARIO}.")
+        st.sidebar.warning(f"The link names an unknown scenario; showing {DEFAULT_SCENARIO}. It named:")
+        st.sidebar.text(str(wanted)[:120])  # plain text: a link's content is never rendered as Markdown
         wanted = DEFAULT_SCENARIO
     with st.sidebar:
         st.markdown("### attrex")

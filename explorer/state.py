@@ -17,6 +17,7 @@ import numpy as np
 import streamlit as st
 
 from core.data import Scenario, build, get_spec
+from core.evaluation import Settings, evaluate, load_tensors
 from core.features import FLIA, dualview_lrp, flia
 from core.jobs import Job, JobRunner
 from core.methods import Attributor, TrainingData, create
@@ -130,12 +131,12 @@ def probabilities(selection: Selection, split: str, _trained: TrainedModel) -> n
 
 @st.cache_data(show_spinner=False, max_entries=128)
 def flia_pair(selection: Selection, split: str, row: int, train_id: int, target: int,
-              _trained: TrainedModel) -> dict[str, np.ndarray]:
+              _trained: TrainedModel, direction: str = "descent") -> dict[str, np.ndarray]:
     """FLIA of training point ``train_id`` for test sample ``row`` of ``split`` (disk-cached by :func:`core.features.flia`)."""
     sc = scenario(selection.scenario, selection.seed)
     x, _ = sc.test_split(split)
     t0 = time.perf_counter()
-    r = flia(_trained, sc.x_train[train_id], int(sc.y_train[train_id]), x[row], target)
+    r = flia(_trained, sc.x_train[train_id], int(sc.y_train[train_id]), x[row], target, direction=direction)
     return {"heatmap": r.heatmap.numpy(), "il_path": r.il_path.numpy(), "gap": float(r.gap),
             "il_change": float(r.il_change), "confidence": r.confidence.numpy(), "seconds": time.perf_counter() - t0}
 
@@ -159,3 +160,64 @@ def lrp_pair(selection: Selection, split: str, row: int, train_id: int, target: 
     r = dualview_lrp(_dualview, x[row], train_id, target)
     return {"test": r.test_heatmap.numpy(), "train": r.train_heatmap.numpy(), "score": r.score,
             "conservation": (r.conservation_test, r.conservation_train), "composite": r.composite}
+
+
+# ----------------------------------------------------------------------------- evaluation and retraining
+
+
+def evaluation_or_job(selection: Selection, trained: TrainedModel, methods: tuple[str, ...], tasks: tuple[str, ...],
+                      settings: Settings | None = None) -> dict | Job:
+    """The evaluation of ``methods`` on ``tasks`` (:func:`core.evaluation.evaluate`): read at once if the disk
+    cache holds every result, else a background :class:`Job` computing what is missing, with progress."""
+    sc = scenario(selection.scenario, selection.seed)
+    settings = settings or Settings()
+    return runner().run_or_job(
+        ("evaluate", selection, methods, tasks, settings), f"evaluating {len(methods)} method(s)",
+        load=lambda: evaluate(sc, trained, list(methods), list(tasks), settings, compute=False),
+        work=lambda progress: evaluate(sc, trained, list(methods), list(tasks), settings, progress=progress))
+
+
+def retrain_or_job(selection: Selection, drop: tuple[int, ...] = (), relabel: tuple[tuple[int, int], ...] = ()
+                   ) -> TrainedModel | Job:
+    """The selection's model retrained without the training points ``drop`` and with ``relabel``'s
+    ``(id, label)`` pairs applied, with the same recipe (cached on disk like any model)."""
+    sc = scenario(selection.scenario, selection.seed)
+    if relabel:
+        sc = sc.relabel([i for i, _ in relabel], [y for _, y in relabel])
+    if drop:
+        gone = set(drop)
+        sc = sc.subset([i for i in range(len(sc.y_train)) if i not in gone])
+    what = " and ".join(x for x in (f"without {len(drop)} point(s)" if drop else "",
+                                     f"with {len(relabel)} relabelled" if relabel else "") if x)
+    return runner().run_or_job(("retrain", selection, drop, relabel), f"retraining {what}",
+                               load=lambda: load_cached(sc, selection.config),
+                               work=lambda progress: train(sc, selection.config, progress=progress))
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def self_scores(selection: Selection, key: tuple, _method: Attributor) -> np.ndarray:
+    """A fitted method's self-influence ``[n_train]`` (``_method`` is determined by ``selection`` and ``key``)."""
+    return _method.self_scores().numpy()
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def train_probabilities(selection: Selection, _trained: TrainedModel) -> np.ndarray:
+    """Class probabilities ``[n_train, n_classes]`` of the training points under the selection's model."""
+    return predict_proba(_trained.model, scenario(selection.scenario, selection.seed).x_train).numpy()
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def evaluation_ranking(selection: Selection, _trained: TrainedModel, method: str, task: str,
+                       settings: Settings) -> np.ndarray | None:
+    """The per-training-point ranking an evaluation kept (mean score over triggered samples, self-scores), if cached."""
+    sc = scenario(selection.scenario, selection.seed)
+    m = create(method, _trained, TrainingData.of(sc))  # only its cache key is needed: nothing is fitted
+    tensors = load_tensors(sc, _trained, m, task, settings)
+    return None if tensors is None else tensors["ranking"].numpy()
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def score_rows(selection: Selection, key: tuple, rows: tuple[int, ...], _method: Attributor) -> np.ndarray:
+    """A fitted method's scores ``[len(rows), n_train]`` for clean test rows, each explained for its predicted class."""
+    x = scenario(selection.scenario, selection.seed).x_test[list(rows)]
+    return _method.scores(x).numpy()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from _apptest import wait_for_jobs
 from streamlit.testing.v1 import AppTest
 
 APP = str(Path(__file__).resolve().parents[1] / "explorer" / "app.py")
@@ -26,7 +27,7 @@ def _texts(at: AppTest) -> str:
 
 
 def test_explore_page_shows_the_default_scenario_and_its_model(app, default_trained):
-    assert app.title[0].value == "Explore · mnist"
+    assert app.title[0].value == "Explore · mnist · seed 0"
     assert app.selectbox(key="scenario").value == "mnist"
     metric = next(m for m in app.metric if m.label == "Test accuracy")
     assert metric.value == f"{default_trained.test_accuracy:.1%}"
@@ -63,8 +64,8 @@ def test_unknown_scenario_in_the_link_falls_back_with_a_warning(default_trained)
     at.query_params["scenario"] = "nonsense"
     at.run()
     assert not at.exception
-    assert any("Unknown scenario" in w.value for w in at.sidebar.warning)
-    assert at.title[0].value == "Explore · mnist"
+    assert any("unknown scenario" in w.value for w in at.sidebar.warning)
+    assert at.title[0].value == "Explore · mnist · seed 0"
 
 
 @pytest.fixture(scope="module")
@@ -100,11 +101,11 @@ def test_text_scenario_shows_a_table_and_the_text(isolated_cache):
     at.session_state["methods"] = ["dualview"]  # the quickest precompute on text (tracin-rp: about 8 s)
     at.run()
     assert not at.exception
-    assert at.title[0].value == "Explore · agnews"
+    assert at.title[0].value == "Explore · agnews · seed 0"
     assert len(at.dataframe) == 1
     assert "Test #0" in _texts(at)
     assert any("<div" in m.value for m in at.markdown)  # the token strip of the chosen text
-    _wait_for_jobs(at)
+    wait_for_jobs(at)
     # proponents and opponents as texts with FLIA token highlights (one coloured span per token)
     assert "FLIA token highlights" in _texts(at)
     highlighted = [h for h in at.get("html") if "rgba(" in h.proto.body]
@@ -148,20 +149,6 @@ def test_a_failed_training_stays_on_screen_until_the_user_retries(monkeypatch, i
     state.forget_job(key)  # leave no failed job behind
 
 
-def _wait_for_jobs(at: AppTest, timeout: float = 240) -> None:
-    """Rerun until no background job (training, precompute) is left on the page."""
-    import time
-
-    from explorer import state
-
-    deadline = time.time() + timeout
-    while state.runner().busy():
-        assert time.time() < deadline, "a background job did not finish in time"
-        time.sleep(0.5)
-    at.run()
-    assert not at.exception, at.exception
-
-
 def test_attribution_panel_shows_proponents_and_opponents_with_ground_truth(default_trained):
     """On the default scenario: the default method is precomputed in the background, then its cards appear."""
     from core.data import build
@@ -171,7 +158,7 @@ def test_attribution_panel_shows_proponents_and_opponents_with_ground_truth(defa
     at = AppTest.from_file(APP, default_timeout=120)
     at.run()
     assert at.multiselect(key="methods").value == ["tracin-rp"]
-    _wait_for_jobs(at)
+    wait_for_jobs(at)
     texts = _texts(at)
     predicted = int(predict(default_trained.model, build("mnist").x_test[:1]).argmax(1))
     assert f"Proponents: support {predicted}" in texts and f"Opponents: work against {predicted}" in texts
@@ -197,7 +184,7 @@ def test_attribution_panel_shows_proponents_and_opponents_with_ground_truth(defa
 def test_bad_method_parameters_are_refused_and_change_nothing(default_trained):
     at = AppTest.from_file(APP, default_timeout=120)
     at.run()
-    _wait_for_jobs(at)
+    wait_for_jobs(at)
     at.text_input(key="params-tracin-rp-subset").input("no-such-layer")
     at.button(key="FormSubmitter:form-tracin-rp-Apply").click().run()
     assert not at.exception
@@ -212,11 +199,11 @@ def test_inspect_opens_the_pair_view_with_flia_and_dualview_lrp(default_trained)
 
     at = AppTest.from_file(APP, default_timeout=120)
     at.run()
-    _wait_for_jobs(at)
+    wait_for_jobs(at)
     top = create("tracin-rp", default_trained, TrainingData.of(build("mnist"))).fit().top_k(build("mnist").x_test[:1], k=8)
     first = int(top.proponents[0, 0])
     at.button(key=f"inspect-tracin-rp-proponents-{first}").click().run()
-    _wait_for_jobs(at)  # DualView's precompute for the LRP views
+    wait_for_jobs(at)  # DualView's precompute for the LRP views
     texts = _texts(at)
     assert f"Pair view: test #0 and training #{first}" in texts
     captions = " ".join(img.caption for i in at.get("image") for img in i.proto.imgs)

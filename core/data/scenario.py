@@ -228,6 +228,19 @@ class Scenario:
         texts = [self.texts_train[i] for i in keep.tolist()] if self.texts_train else []
         return replace(self, x_train=self.x_train[keep], y_train=self.y_train[keep], truth=truth, texts_train=texts)
 
+    def relabel(self, ids, labels) -> Scenario:
+        """This scenario with the training labels of ``ids`` set to ``labels`` (the ground truth is kept as it was)."""
+        ids = torch.as_tensor(ids, dtype=torch.int64).reshape(-1)
+        labels = torch.as_tensor(labels, dtype=torch.int64).reshape(-1)
+        n = len(self.y_train)
+        if len(ids) != len(labels) or (len(ids) and (ids.min() < 0 or ids.max() >= n)):
+            raise AttrexError(f"relabel needs one label per id, ids in [0, {n - 1}]")
+        if len(labels) and (labels.min() < 0 or labels.max() >= self.n_classes):
+            raise AttrexError(f"labels must lie in [0, {self.n_classes - 1}]")
+        y = self.y_train.clone()
+        y[ids] = labels
+        return replace(self, y_train=y)
+
 
 # ----------------------------------------------------------------------------- presets
 

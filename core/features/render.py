@@ -49,6 +49,21 @@ def overlay(x: torch.Tensor, heat: torch.Tensor | np.ndarray, signed: bool, scal
     return _upscale(np.clip(out, 0, 255).round().astype(np.uint8), scale)
 
 
+def outline(rgb: np.ndarray, mask: torch.Tensor | np.ndarray, colour=(16, 185, 129)) -> np.ndarray:
+    """``rgb`` (an upscaled image ``[H·s, W·s, 3]``) with the border of the region ``mask`` ``[H, W]`` drawn in.
+
+    The border is the upscaled region's pixels that touch a pixel outside it (one screen pixel wide).
+    """
+    m = np.asarray(mask, dtype=bool)
+    scale = rgb.shape[0] // m.shape[0]
+    big = _upscale(m.astype(np.uint8)[..., None], scale)[..., 0].astype(bool)
+    pad = np.pad(big, 1, constant_values=False)
+    inner = pad[:-2, 1:-1] & pad[2:, 1:-1] & pad[1:-1, :-2] & pad[1:-1, 2:]
+    out = rgb.copy()
+    out[big & ~inner] = colour
+    return out
+
+
 def save_png(rgb: np.ndarray, path: str | Path) -> Path:
     path = Path(path)
     Image.fromarray(rgb).save(path)

@@ -271,7 +271,8 @@ class Attributor(ABC):
         def compute():
             t0 = time.perf_counter()
             tensors, meta = precompute(progress)
-            return tensors, {**meta, "fit_seconds": time.perf_counter() - t0}
+            label = f"{self.name} ({', '.join(f'{k}={v}' for k, v in self.hparams.items()) or 'no parameters'})"
+            return tensors, {**meta, "fit_seconds": time.perf_counter() - t0, "label": label}
 
         art: Artefact = (self.cache or Cache()).get_or_compute("method", self.cache_key(), compute, self._validate)
         self._take(art)

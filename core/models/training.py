@@ -304,7 +304,9 @@ def _fit(scenario: Scenario, cfg: TrainConfig, progress: Progress | None) -> tup
     if "triggered" in scenario.test_splits():
         x_trig, target = scenario.test_split("triggered")
         attack = (predict(model, x_trig).argmax(1) == target).float().mean().item()
-    meta = {"config": asdict(cfg), "checkpoints": checkpoints, "history": history, "attack_success": attack,
+    meta = {"label": f"{cfg.arch} on {scenario.spec.name or scenario.spec.dataset} (seed {cfg.seed}, "
+                     f"{len(scenario.y_train):,} training points)",
+            "config": asdict(cfg), "checkpoints": checkpoints, "history": history, "attack_success": attack,
             "train_seconds": time.perf_counter() - t0}
     return tensors, meta
 

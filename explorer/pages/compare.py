@@ -1,0 +1,5 @@
+"""Page script: Compare (the view lives in explorer/compare.py)."""
+
+from explorer.compare import render
+
+render()

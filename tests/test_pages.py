@@ -1,0 +1,165 @@
+"""The app's pages beyond Explore, driven by Streamlit's AppTest: Mislabels, Backdoor, Compare, Evaluate, Cache.
+
+To keep the suite quick the scenarios are shrunk (600 training and 100 test points: the
+app's ``get_spec`` is patched, and Streamlit's caches are cleared around each test), so the
+default models train in seconds. What a page shows is checked against the core computed here:
+the evaluation's metrics, the best method, the retrained model's accuracy.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import streamlit as st
+import torch
+from _apptest import texts, wait_for_jobs
+from streamlit.testing.v1 import AppTest
+
+from core.cache import Cache
+from core.data import build
+from core.data import get_spec as real_get_spec
+from core.evaluation import Settings, evaluate
+from core.methods import TrainingData, create
+from core.metrics import mislabel
+from core.models import default_config, train
+
+APP = str(Path(__file__).resolve().parents[1] / "explorer" / "app.py")
+N_TRAIN, N_TEST = 600, 100
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture
+def small(monkeypatch):
+    """The app's scenarios shrunk to 600 / 100 points; returns ``(scenario, model)`` for a preset, as the app builds them."""
+    import explorer.state as state
+
+    monkeypatch.setattr(state, "get_spec", lambda name, **kw: real_get_spec(name, n_train=N_TRAIN, n_test=N_TEST, **kw))
+    st.cache_resource.clear()
+    st.cache_data.clear()
+
+    def model(preset: str):
+        sc = build(real_get_spec(preset, n_train=N_TRAIN, n_test=N_TEST, seed=0))
+        return sc, train(sc, default_config(sc.spec.dataset, seed=0))
+
+    yield model
+    st.cache_resource.clear()
+    st.cache_data.clear()
+
+
+def page(preset: str, path: str, **state) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=240)
+    at.query_params["scenario"] = preset
+    for k, v in state.items():
+        at.session_state[k] = v
+    at.switch_page(path)
+    at.run()
+    assert not at.exception, at.exception
+    wait_for_jobs(at)
+    return at
+
+
+def test_mislabels_page_scores_methods_exports_and_retrains(small):
+    sc, trained = small("mnist-noisy")
+    at = page("mnist-noisy", "pages/mislabels.py")
+    assert at.title[0].value == "Mislabels · mnist-noisy · seed 0"
+    table = at.dataframe[0].value
+    assert list(table["method"]) == ["Training loss", "Representer points (L2)", "Random"] or len(table) == 3
+    data = TrainingData.of(sc)
+    for row, name in zip(table.itertuples(), ("loss", "representer", "random"), strict=True):
+        own = create(name, trained, data).fit().self_scores()
+        assert row.AUROC == pytest.approx(mislabel.auroc(own, sc.truth.flipped_ids), abs=1e-9)
+    # the ranked cards: the 24 highest training losses, with their planted flips counted
+    loss = create("loss", trained, data).fit().self_scores()
+    top = loss.argsort(descending=True)[:24]
+    hits = int(torch.isin(top, sc.truth.flipped_ids).sum())
+    assert f"**{hits} of 24** shown are planted flips" in texts(at)
+    ranked = at.dataframe[1].value
+    assert list(ranked["id"]) == top.tolist() and (ranked["planted flip"] != "").sum() == hits
+    assert any("Export 24 as CSV" in str(d.proto) for d in at.get("download_button"))
+    # retrain without the 24: the page reports the retrained model's accuracy against the current one
+    at.button[[b.label for b in at.button].index("Retrain without these 24")].click().run()
+    wait_for_jobs(at)
+    after = train(sc.subset([i for i in range(N_TRAIN) if i not in set(top.tolist())]), default_config("mnist", seed=0))
+    shown = next(m for m in at.main.metric if m.label == "Test accuracy")  # the sidebar's is the current model's
+    assert shown.value == f"{after.test_accuracy:.1%}"
+    assert shown.delta == f"{100 * (after.test_accuracy - trained.test_accuracy):+.1f} points"
+
+
+def test_backdoor_page_defaults_to_the_method_that_measures_best(small, monkeypatch):
+    import explorer.backdoor as backdoor
+
+    monkeypatch.setattr(backdoor, "CANDIDATES", ("representer", "graddot", "random"))
+    sc, trained = small("mnist-backdoor")
+    assert trained.attack_success > 0.5, "the small model should carry the backdoor"
+    at = page("mnist-backdoor", "pages/backdoor.py")
+    direct = evaluate(sc, trained, ["representer", "graddot", "random"], ["backdoor"], Settings())
+    ok = {m: r["backdoor"]["values"] for m, r in direct["results"].items()}
+    best = max(("representer", "graddot"), key=lambda m: (ok[m]["top_k_share"], ok[m]["auroc_in_class"]))
+    assert at.selectbox(key="backdoor-method").value == best
+    quality = at.dataframe[0].value
+    assert list(quality["top-10 share"]) == pytest.approx([ok[m]["top_k_share"] for m in ok])
+    assert f"{len(sc.truth.poisoned_ids)}" == next(m.value for m in at.metric if m.label == "Poisoned training points")
+    # FLIA (ascent) on the top suspicious points, with the trigger's mass ratio in the captions
+    captions = [str(getattr(i, "caption", "") or i.proto) for i in at.get("image")]
+    assert sum("trigger mass" in c for c in captions) == 4, captions
+    assert "ascent" in texts(at)
+    flag = at.button[[b.label for b in at.button].index(f"Retrain without the {len(sc.truth.poisoned_ids)} flagged points")]
+    flag.click().run()
+    wait_for_jobs(at)
+    assert any(m.label == "Attack success" and "points" in (m.delta or "") for m in at.metric)
+
+
+def test_evaluate_page_runs_only_when_asked_and_shows_the_table(small):
+    small("mnist-noisy")
+    at = page("mnist-noisy", "pages/evaluate.py", **{"eval-methods": ["representer", "random"]})
+    assert "Not measured yet" in texts(at)
+    at.button[0].click().run()  # the form's Evaluate
+    wait_for_jobs(at)
+    table = at.dataframe[0].value
+    assert list(table["method"]) == ["Representer points (L2)", "Random"]
+    assert 0 <= table["Mislabel detection"].iloc[1] <= 1 and table["Mislabel detection"].iloc[0] > 0.7
+    assert "Identical class" in table.columns and len(at.get("plotly_chart")) >= 2
+
+
+def test_compare_page_agreement_and_side_by_side(small):
+    sc, trained = small("mnist")
+    at = page("mnist", "pages/compare.py", **{"compare-a-methods": ["representer", "graddot"]})
+    assert len(at.get("plotly_chart")) == 2
+    rows = [round(r) for r in torch.linspace(0, N_TEST - 1, 50).tolist()]
+    x = sc.x_test[rows[:1]]
+    tops = [set(create(m, trained, TrainingData.of(sc)).fit().scores(x).argsort(descending=True)[0, :8].tolist())
+            for m in ("representer", "graddot")]
+    assert f"**{len(tops[0] & tops[1])} of 8** proponents shared" in texts(at)
+
+
+def test_cache_page_lists_and_clears_only_after_confirmation(monkeypatch, tmp_path):
+    monkeypatch.setenv("ATTREX_CACHE", str(tmp_path))
+    Cache(tmp_path).save("evaluation", "a" * 64, {"x": torch.zeros(3)}, {"label": "mislabel of loss on test"})
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.switch_page("pages/cache.py")
+    at.run()
+    assert not at.exception
+    assert list(at.dataframe[0].value["what"]) == ["mislabel of loss on test"]
+    clear = next(b for b in at.button if b.label == "Clear the whole cache")
+    assert clear.disabled
+    at.checkbox(key="cache-confirm").check().run()
+    next(b for b in at.button if b.label == "Clear the whole cache").click().run()
+    assert not at.exception and Cache(tmp_path).entries() == []
+    assert "The cache is empty." in texts(at)
+
+
+def test_a_link_is_never_rendered_as_markdown(small):
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.query_params["scenario"] = "[click me](http://example.com)"
+    at.run()
+    assert not at.exception
+    assert all("http://example.com" not in w.value for w in at.sidebar.warning)
+    assert any(t.value == "[click me](http://example.com)" for t in at.sidebar.text)
+
+
+def test_backdoor_page_on_a_clean_scenario_says_what_it_needs(small):
+    small("mnist")
+    at = page("mnist", "pages/backdoor.py")
+    assert "needs a scenario with a planted backdoor" in texts(at) and "`mnist-backdoor`" in texts(at)
