@@ -38,26 +38,18 @@ from core.cache import Cache  # noqa: E402
 from core.data import build, get_spec  # noqa: E402
 from core.evaluation import Settings, evaluate  # noqa: E402
 from core.methods import REGISTRY  # noqa: E402
+from core.metrics.published import DATTRI_LDS, DUALVIEW_MNIST, IIF_LDS, IIF_MISLABEL  # noqa: E402
 from core.models import default_config, train  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs" / "report"
 REPORT = ROOT / "docs" / "REPORT.md"
 
-# The DualView paper's Table 2 (MNIST, small CNN): identical class, identical subclass, label poisoning,
-# domain mismatch. Its rows mapped to ours: DV = dualview, IF = influence, RPS = representer, SIM = gradcos
-# (cosine of gradients, the paper's similarity baseline). SIM-rp (SIM on random projections) has no row here.
-DUALVIEW_PAPER = {"dualview": (.979, .663, .709, .758), "influence": (.107, .096, .991, .000),
-                  "representer": (.763, .300, .499, 1.000), "gradcos": (.979, .975, .030, .977)}
+DUALVIEW_PAPER = DUALVIEW_MNIST
 DUALVIEW_TASKS = (("mnist", "identical-class", "identical_class"),
                   ("mnist-superclass", "identical-subclass", "identical_subclass"),
                   ("mnist-noisy", "label-poisoning", "label_poisoning"),
                   ("mnist-mark", "domain-mismatch", "domain_mismatch"))
-# The Integrated Influence paper: Table 3 (mislabel AUROC, MNIST MLP, 1,000 points, 10% flips) and Table 2 (LDS,
-# MNIST MLP, 5,000 points); dattri's benchmark (MNIST MLP LDS, read off its charts, +-0.02) beside.
-IIF_MISLABEL = {"influence": .869, "tracin": .853, "trak": .866, "integrated-influence": .885}
-IIF_LDS = {"influence": .1035, "tracin": .1379, "trak": .1115, "integrated-influence": .1635}
-DATTRI_LDS = {"trak": .45, "influence": .26, "tracin": .15, "representer": .09}
 
 
 def per_test_methods() -> list[str]:
