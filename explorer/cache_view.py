@@ -21,6 +21,10 @@ def _size(n: int) -> str:
     return f"{n:.1f} GB"
 
 
+def _count(n: int) -> str:
+    return f"{n} entr{'y' if n == 1 else 'ies'}"
+
+
 def render() -> None:
     st.title("Cache")
     cache = Cache()
@@ -32,11 +36,12 @@ def render() -> None:
         return
     kinds = sorted({e["kind"] for e in entries})
     cols = st.columns(len(kinds) + 1)
-    cols[0].metric("Total", _size(sum(e["bytes"] for e in entries)), f"{len(entries)} entries", delta_color="off")
+    cols[0].metric("Total", _size(sum(e["bytes"] for e in entries)))
+    cols[0].caption(_count(len(entries)))
     for col, kind in zip(cols[1:], kinds, strict=True):
         mine = [e for e in entries if e["kind"] == kind]
-        col.metric(KIND_TITLES.get(kind, kind), _size(sum(e["bytes"] for e in mine)), f"{len(mine)} entries",
-                   delta_color="off")
+        col.metric(KIND_TITLES.get(kind, kind), _size(sum(e["bytes"] for e in mine)))
+        col.caption(_count(len(mine)))
     kind = st.segmented_control("Show", kinds, default=kinds[0], format_func=lambda k: KIND_TITLES.get(k, k),
                                 key=session.CACHE_KIND) or kinds[0]
     shown = sorted((e for e in entries if e["kind"] == kind), key=lambda e: -e["modified"])

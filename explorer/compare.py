@@ -20,7 +20,7 @@ from explorer import session, state
 from explorer.components import flags_markdown, job_panel, scenario_and_model
 from explorer.render import to_image
 
-DEFAULT_METHODS = ("tracin-rp", "representer", "gas-rp")
+DEFAULT_METHODS = ("tracin-rp", "representer")  # both precompute in seconds; add GAS, TRAK, ... at will
 K = 8
 
 

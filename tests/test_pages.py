@@ -62,7 +62,7 @@ def page(preset: str, path: str, **state) -> AppTest:
 
 def test_mislabels_page_scores_methods_exports_and_retrains(small):
     sc, trained = small("mnist-noisy")
-    at = page("mnist-noisy", "pages/mislabels.py")
+    at = page("mnist-noisy", "views/mislabels.py")
     assert at.title[0].value == "Mislabels · mnist-noisy · seed 0"
     table = at.dataframe[0].value
     assert list(table["method"]) == ["Training loss", "Representer points (L2)", "Random"] or len(table) == 3
@@ -93,7 +93,7 @@ def test_backdoor_page_defaults_to_the_method_that_measures_best(small, monkeypa
     monkeypatch.setattr(backdoor, "CANDIDATES", ("representer", "graddot", "random"))
     sc, trained = small("mnist-backdoor")
     assert trained.attack_success > 0.5, "the small model should carry the backdoor"
-    at = page("mnist-backdoor", "pages/backdoor.py")
+    at = page("mnist-backdoor", "views/backdoor.py")
     direct = evaluate(sc, trained, ["representer", "graddot", "random"], ["backdoor"], Settings())
     ok = {m: r["backdoor"]["values"] for m, r in direct["results"].items()}
     best = max(("representer", "graddot"), key=lambda m: (ok[m]["top_k_share"], ok[m]["auroc_in_class"]))
@@ -113,7 +113,7 @@ def test_backdoor_page_defaults_to_the_method_that_measures_best(small, monkeypa
 
 def test_evaluate_page_runs_only_when_asked_and_shows_the_table(small):
     small("mnist-noisy")
-    at = page("mnist-noisy", "pages/evaluate.py", **{"eval-methods": ["representer", "random"]})
+    at = page("mnist-noisy", "views/evaluate.py", **{"eval-methods": ["representer", "random"]})
     assert "Not measured yet" in texts(at)
     at.button[0].click().run()  # the form's Evaluate
     wait_for_jobs(at)
@@ -125,7 +125,7 @@ def test_evaluate_page_runs_only_when_asked_and_shows_the_table(small):
 
 def test_compare_page_agreement_and_side_by_side(small):
     sc, trained = small("mnist")
-    at = page("mnist", "pages/compare.py", **{"compare-a-methods": ["representer", "graddot"]})
+    at = page("mnist", "views/compare.py", **{"compare-a-methods": ["representer", "graddot"]})
     assert len(at.get("plotly_chart")) == 2
     rows = [round(r) for r in torch.linspace(0, N_TEST - 1, 50).tolist()]
     x = sc.x_test[rows[:1]]
@@ -138,7 +138,7 @@ def test_cache_page_lists_and_clears_only_after_confirmation(monkeypatch, tmp_pa
     monkeypatch.setenv("ATTREX_CACHE", str(tmp_path))
     Cache(tmp_path).save("evaluation", "a" * 64, {"x": torch.zeros(3)}, {"label": "mislabel of loss on test"})
     at = AppTest.from_file(APP, default_timeout=60)
-    at.switch_page("pages/cache.py")
+    at.switch_page("views/cache.py")
     at.run()
     assert not at.exception
     assert list(at.dataframe[0].value["what"]) == ["mislabel of loss on test"]
@@ -161,5 +161,5 @@ def test_a_link_is_never_rendered_as_markdown(small):
 
 def test_backdoor_page_on_a_clean_scenario_says_what_it_needs(small):
     small("mnist")
-    at = page("mnist", "pages/backdoor.py")
+    at = page("mnist", "views/backdoor.py")
     assert "needs a scenario with a planted backdoor" in texts(at) and "`mnist-backdoor`" in texts(at)
