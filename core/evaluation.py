@@ -47,7 +47,7 @@ from core.metrics import agreement, backdoor, dualview, lds, mislabel
 from core.models.subsets import default_workers, random_subsets, train_subsets
 from core.models.training import Progress, TrainedModel, predict
 
-VERSION = "1"
+VERSION = "2"  # 2: results keyed by the method's name too (GAS shares TracIn's precompute, not its scores)
 CURVE_POINTS = 101  # the detection curves kept in a result, sampled at 0%, 1%, ..., 100% of the data checked
 
 
@@ -128,7 +128,7 @@ class Context:
 
     def scores(self, method: Attributor, split: str, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """``method.scores(x, target)``, computed once per method and split in this evaluation."""
-        key = (method.cache_key(), split)
+        key = (method.name, method.cache_key(), split)  # methods may share a precompute (gas and tracin)
         if key not in self._scores:
             self._scores[key] = method.scores(x, target)
         return self._scores[key]
@@ -275,7 +275,7 @@ def _method_reason(task: Task, cls: type[Attributor]) -> str | None:
 
 
 def result_key(ctx: Context, method: Attributor, task: str) -> str:
-    parts = {"task": task, "settings": asdict(ctx.settings), "method": method.cache_key(),
+    parts = {"task": task, "settings": asdict(ctx.settings), "method": method.name, "precompute": method.cache_key(),
              "scenario": ctx.scenario.fingerprint, "model": ctx.trained.key}
     return make_key(parts, f"evaluation-{VERSION}")
 

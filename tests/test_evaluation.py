@@ -272,3 +272,21 @@ def test_cli_evaluate_json_and_bad_input(noisy, tmp_path, capsys):
         assert main(args + bad) == 2
         assert message in capsys.readouterr().err
     assert set(TASKS) >= {"mislabel", "backdoor", "lds", "identical-subclass", "domain-mismatch"}
+
+
+def test_methods_sharing_a_precompute_keep_their_own_results(noisy, tmp_path):
+    """GAS reads TracIn's cached gradients (one precompute) but scores differently: results must not be shared."""
+    scenario, trained = noisy
+    cache = Cache(tmp_path)
+    settings = Settings(n_test=15, seed=2)
+    data = TrainingData.of(scenario)
+    r = evaluate(scenario, trained, ["tracin-rp", "gas-rp"], tasks=["identical-class"], settings=settings, cache=cache)
+    x_ids = torch.randperm(60, generator=torch.Generator().manual_seed(2 * 7919 + 1))[:15].sort().values
+    x = scenario.x_test[x_ids]
+    pred = predict(trained.model, x).argmax(1)
+    for name in ("tracin-rp", "gas-rp"):
+        top1 = create(name, trained, data, cache=cache).fit().scores(x, pred).argmax(1)
+        expected = (scenario.y_train[top1] == pred).double().mean().item()
+        assert r["results"][name]["identical-class"]["values"]["identical_class"] == pytest.approx(expected)
+    spearman = r["agreement"]["spearman"][0][1]
+    assert spearman < 0.999, "GAS's scores are TracIn's renormalised, not TracIn's"
