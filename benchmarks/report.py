@@ -96,16 +96,18 @@ def section_lds_mlp(cache, log, quick: bool) -> dict:
     return {"runs": [_evaluate("mnist", methods, ["lds"], cache, log, arch="mlp", n_train=5000, settings=settings)]}
 
 
-def section_mislabel(cache, log, quick: bool) -> dict:
+MISLABEL_PRESETS = ("mnist-noisy", "agnews-noisy")
+BACKDOOR_PRESETS = ("mnist-backdoor", "mnist-blend", "agnews-backdoor")
+
+
+def section_mislabel(cache, log, quick: bool, presets=MISLABEL_PRESETS) -> dict:
     methods = ["loss", "random", "representer"] if quick else self_methods()
-    presets = ["mnist-noisy"] if quick else ["mnist-noisy", "agnews-noisy"]
-    return {"runs": [_evaluate(p, methods, ["mislabel"], cache, log) for p in presets]}
+    return {"runs": [_evaluate(p, methods, ["mislabel"], cache, log) for p in (presets[:1] if quick else presets)]}
 
 
-def section_backdoor(cache, log, quick: bool) -> dict:
+def section_backdoor(cache, log, quick: bool, presets=BACKDOOR_PRESETS) -> dict:
     methods = ["random", "graddot", "representer"] if quick else per_test_methods()
-    presets = ["mnist-backdoor"] if quick else ["mnist-backdoor", "mnist-blend", "agnews-backdoor"]
-    return {"runs": [_evaluate(p, methods, ["backdoor"], cache, log) for p in presets]}
+    return {"runs": [_evaluate(p, methods, ["backdoor"], cache, log) for p in (presets[:1] if quick else presets)]}
 
 
 SECTIONS = {"dualview-mnist": section_dualview_mnist, "iif-mislabel": section_iif_mislabel,
@@ -286,6 +288,8 @@ def main(argv: list[str] | None = None) -> int:
     common_args(ap, "few methods and small sizes (a smoke run; its JSON is not written)")
     ap.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated: {', '.join(SECTIONS)}")
     ap.add_argument("--render-only", action="store_true", help="only render docs/REPORT.md from the saved JSON")
+    ap.add_argument("--presets", help="mislabel and backdoor sections: only these presets (comma-separated; "
+                    f"default {', '.join(MISLABEL_PRESETS + BACKDOOR_PRESETS)})")
     args = ap.parse_args(argv)
     cache, log = setup(args, "report")
     cache = cache or Cache()
@@ -297,7 +301,13 @@ def main(argv: list[str] | None = None) -> int:
         OUT.mkdir(parents=True, exist_ok=True)
         for name in names:
             t0 = time.perf_counter()
-            data = SECTIONS[name](cache, log, args.quick)
+            fn = SECTIONS[name]
+            if args.presets and name in ("mislabel", "backdoor"):
+                wanted = {p.strip() for p in args.presets.split(",")}
+                default = MISLABEL_PRESETS if name == "mislabel" else BACKDOOR_PRESETS
+                data = fn(cache, log, args.quick, tuple(p for p in default if p in wanted))
+            else:
+                data = fn(cache, log, args.quick)
             data.update(seconds=time.perf_counter() - t0, torch=torch.__version__, threads=torch.get_num_threads(),
                         when=time.strftime("%Y-%m-%d"))
             if args.quick:
