@@ -46,8 +46,8 @@ def render() -> None:
     cols[0].metric("Clean test accuracy", f"{trained.test_accuracy:.1%}")
     cols[1].metric("Attack success", f"{trained.attack_success:.1%}",
                    help="Share of triggered test inputs the model sends to the target class")
-    cols[2].metric("Poisoned training points", f"{len(t.poisoned_ids)}", f"base rate {len(t.poisoned_ids) / n:.1%}",
-                   delta_color="off")
+    cols[2].metric("Poisoned training points", f"{len(t.poisoned_ids)}")
+    cols[2].caption(f"base rate {len(t.poisoned_ids) / n:.1%} of {n:,}")
     cols[3].metric("Target class", names[t.target_class])
 
     extra = st.multiselect("Also measure", [m for m, c in REGISTRY.items() if c.per_test and m not in CANDIDATES],

@@ -85,7 +85,8 @@ def _quality(result: dict, n_flipped: int, n: int) -> None:
             continue
         v = r["values"]
         rows.append({"method": REGISTRY[name].title, "AUROC": v["auroc"], "AUPRC": v["auprc"],
-                     f"precision@{n_flipped}": v["precision_at_k"], "found in top 10%": v["found_at_10pct"], "note": ""})
+                     f"precision@{n_flipped}": v["precision_at_k"], "found in top 10%": 100 * v["found_at_10pct"],
+                     "note": ""})
         curves[name] = r
     left, right = st.columns([1.1, 1], gap="large")
     with left:
@@ -93,7 +94,7 @@ def _quality(result: dict, n_flipped: int, n: int) -> None:
         st.dataframe(rows, hide_index=True, width="stretch",
                      column_config={c: st.column_config.NumberColumn(c, format="%.3f") for c in
                                     ("AUROC", "AUPRC", f"precision@{n_flipped}")} |
-                     {"found in top 10%": st.column_config.NumberColumn("found in top 10%", format="percent")})
+                     {"found in top 10%": st.column_config.NumberColumn("found in top 10%", format="%.1f%%")})
         st.caption(f"{n_flipped} of {n:,} labels were flipped (base rate {n_flipped / n:.1%}). AUROC: the chance a "
                    "flipped point ranks above a clean one (random 0.5). Precision at the number of flips: the flipped "
                    "share of that many top-ranked points.")
