@@ -20,6 +20,10 @@ from core.errors import AttrexError
 Progress = Callable[[float, str], None]
 
 
+class Cancelled(AttrexError):
+    """Raised inside a job's work by its progress callback once the job was cancelled."""
+
+
 @dataclass
 class Job:
     """One piece of long work. ``label`` says what it is; ``result`` or ``error`` how it ended."""
@@ -32,19 +36,29 @@ class Job:
     result: Any = None
     error: str | None = None
     started: float = field(default_factory=time.time)
+    cancelled: bool = False
 
     @property
     def done(self) -> bool:
         return self.result is not None or self.error is not None
 
     def progress(self, fraction: float, message: str) -> None:
-        """The callback handed to ``work``: what the job reports of itself."""
+        """The callback handed to ``work``: what the job reports of itself. Raises :class:`Cancelled`
+        once the job is cancelled, so work stops at its next report (nothing half-done is cached)."""
+        if self.cancelled:
+            raise Cancelled("cancelled")
         self.fraction, self.message = fraction, message
+
+    def cancel(self) -> None:
+        """Ask the work to stop at its next progress report (a job still waiting never starts)."""
+        self.cancelled = True
 
     def run(self, lock: threading.Lock) -> None:
         """Run ``work`` once ``lock`` is free; record its result or, never silently, its error."""
         try:
             with lock:
+                if self.cancelled:
+                    raise Cancelled("cancelled before it started")
                 self.started, self.message = time.time(), "starting"
                 self.result = self.work(self.progress)
         except AttrexError as exc:
@@ -84,6 +98,13 @@ class JobRunner:
                 job = self.jobs[key] = Job(key, label, work)
                 threading.Thread(target=job.run, args=(self._compute,), name=f"attrex-{label}", daemon=True).start()
             return job
+
+    def cancel(self, key: Hashable) -> None:
+        """Cancel a running or waiting job; it ends with the error ``cancelled`` until forgotten."""
+        with self._lock:
+            job = self.jobs.get(key)
+        if job is not None and not job.done:
+            job.cancel()
 
     def forget(self, key: Hashable) -> None:
         """Drop a job (a failed one, so that the next call starts it afresh)."""

@@ -31,7 +31,8 @@ def render(sc: Scenario, trained: TrainedModel, selection: state.Selection, spli
     st.header("Which training data made this prediction?")
     c1, c2, c3 = st.columns([3, 2, 1.3])
     methods = c1.multiselect(
-        "Methods", _offered(), default=DEFAULT_METHODS, max_selections=MAX_METHODS, key=session.METHODS,
+        "Methods", offered(), default=None if session.METHODS in st.session_state else DEFAULT_METHODS,
+        max_selections=MAX_METHODS, key=session.METHODS,
         format_func=lambda m: REGISTRY[m].title, help="Up to three methods, one below the other.")
     if predicted != y_true:
         explain = c2.segmented_control(
@@ -44,6 +45,7 @@ def render(sc: Scenario, trained: TrainedModel, selection: state.Selection, spli
         c2.markdown(f"Explaining the prediction **{names[predicted]}** (also the true label).")
     k = int(c3.number_input("Shown", min_value=1, max_value=16, value=8, step=1, key=session.TOP_K,
                             help="Proponents and opponents shown per method"))
+    st.query_params["methods"] = ",".join(methods)
     target = predicted if explain == "prediction" else y_true
     if not methods:
         st.info("Pick a method to see the training points that support and oppose this prediction.")
@@ -52,7 +54,7 @@ def render(sc: Scenario, trained: TrainedModel, selection: state.Selection, spli
         _method_block(sc, trained, selection, name, split, row, test_id, target, k)
 
 
-def _offered() -> list[str]:
+def offered() -> list[str]:
     """Methods that score a test sample, the baselines after the methods."""
     return sorted((m for m, cls in REGISTRY.items() if cls.per_test), key=lambda m: REGISTRY[m].baseline)
 

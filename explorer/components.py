@@ -17,8 +17,12 @@ from explorer.sidebar import model_status, pick_scenario
 
 
 def job_progress(job: Job, explanation: str) -> None:
-    """A background job's progress, polled once a second; the page reruns when it is done."""
-    st.info(explanation)
+    """A background job's progress, polled once a second; the page reruns when it is done. *Cancel* stops it
+    at its next progress report."""
+    info, cancel = st.columns([6, 1], vertical_alignment="center")
+    info.info(explanation)
+    cancel.button("Cancel", key=f"cancel-{hash(job.key)}", on_click=state.cancel_job, args=(job.key,),
+                  help="Stop this computation; nothing half-done is kept")
 
     @st.fragment(run_every=1.0)
     def poll() -> None:
@@ -32,7 +36,7 @@ def job_progress(job: Job, explanation: str) -> None:
 def job_panel(job: Job, what: str, explanation: str, retry_key: Hashable | None = None) -> None:
     """A job still running (its progress) or failed (its error and a *Try again* button)."""
     if job.error:
-        st.error(f"{what} failed: {job.error}")
+        st.error(f"{what} was cancelled." if job.cancelled else f"{what} failed: {job.error}")
         st.button("Try again", key=retry_key, on_click=state.forget_job, args=(job.key,))
     else:
         job_progress(job, explanation)

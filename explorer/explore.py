@@ -23,10 +23,49 @@ SPLIT_LABELS = {"clean": "Clean", "triggered": "Triggered", "marked": "Marked"}
 
 def render() -> None:
     selection, sc, trained = scenario_and_model("Explore")
+    _from_url(sc)
     _training_curve(trained)
     picked = _gallery(sc, trained, selection)
     if picked is not None:
+        split, row = picked[0], picked[1]
+        st.query_params.update(split=split, sample=str(row))  # a reload or a shared link shows the same view
         attribution.render(sc, trained, selection, *picked)
+
+
+def _from_url(sc: Scenario) -> None:
+    """Once per session and scenario: the split, test sample and methods a link names, each checked.
+
+    A value that does not fit is reported (as plain text, never rendered) and ignored.
+    """
+    name = sc.spec.name
+    if st.session_state.get(session.url_read(name)):
+        return
+    st.session_state[session.url_read(name)] = True
+    q = st.query_params
+    bad: list[str] = []
+    split = q.get("split", "clean")
+    if split not in sc.test_splits():
+        bad.append(f"split={split}")
+        split = "clean"
+    elif split != "clean":
+        st.session_state[session.split(name)] = split
+    if "sample" in q:
+        n = len(sc.test_split(split)[1])
+        try:
+            row = int(q["sample"])
+            if not 0 <= row < n:
+                raise ValueError
+            st.session_state[session.sample(name, split)] = row
+        except ValueError:
+            bad.append(f"sample={q['sample']} (this split has rows 0-{n - 1})")
+    if "methods" in q:
+        wanted = [m for m in q["methods"].split(",") if m]
+        known = [m for m in wanted if m in attribution.offered()]
+        bad += [f"method {m}" for m in wanted if m not in known]
+        st.session_state[session.METHODS] = known[: attribution.MAX_METHODS]
+    if bad:
+        st.warning("The link names values this scenario does not have; they are ignored:")
+        st.text("\n".join(bad)[:500])
 
 
 def _training_curve(trained: TrainedModel) -> None:
@@ -55,7 +94,9 @@ def _gallery(sc: Scenario, trained: TrainedModel, selection: state.Selection) ->
         cols = st.columns(widths)
         split = "clean"
         if len(splits) > 1:
-            split = cols.pop(0).segmented_control("Test split", splits, default="clean", required=True,
+            split = cols.pop(0).segmented_control("Test split", splits, required=True,
+                                                  default=None if session.split(sc.spec.name) in st.session_state
+                                                  else "clean",
                                                   format_func=SPLIT_LABELS.get, key=session.split(sc.spec.name))
         classes = cols[0].multiselect("True class", list(range(sc.n_classes)), format_func=lambda c: sc.class_names[c],
                                       placeholder="all classes", key=session.classes(sc.spec.name))

@@ -45,6 +45,11 @@ CACHE_CONFIRM = "cache-confirm"
 CACHE_KIND = "cache-kind"
 
 
+def url_read(scenario: str) -> str:
+    """Whether this session has read the link's split, sample and methods for ``scenario`` (once)."""
+    return f"url-read-{scenario}"
+
+
 def arch(dataset: str) -> str:
     return f"arch-{dataset}"
 

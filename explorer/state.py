@@ -80,6 +80,10 @@ def forget_job(key: Hashable) -> None:
     runner().forget(key)
 
 
+def cancel_job(key: Hashable) -> None:
+    runner().cancel(key)
+
+
 def method_key(name: str, params: dict) -> tuple:
     return name, tuple(sorted(params.items()))
 

@@ -213,3 +213,25 @@ def test_inspect_opens_the_pair_view_with_flia_and_dualview_lrp(default_trained)
     assert len(at.get("plotly_chart")) >= 1
     at.button(key="pair-close").click().run()
     assert "Pair view" not in _texts(at)
+
+
+def test_a_link_restores_split_sample_and_methods_and_reports_what_does_not_fit(backdoor_trained):
+    from core.data import build
+
+    sc = build("mnist-backdoor")
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.query_params.update({"scenario": "mnist-backdoor", "split": "triggered", "sample": "5",
+                            "methods": "dualview,no-such-method"})
+    at.run()
+    assert not at.exception
+    test_id = int(sc.truth.triggered_test_ids[5])
+    assert f"Test #{test_id}" in _texts(at) and "triggered copy" in _texts(at)
+    assert at.multiselect(key="methods").value == ["dualview"]
+    assert any("method no-such-method" in t.value for t in at.text)
+    assert at.query_params["sample"] in ("5", ["5"]) and at.query_params["split"] in ("triggered", ["triggered"])
+    # a sample out of range is refused, the default kept
+    at2 = AppTest.from_file(APP, default_timeout=120)
+    at2.query_params.update({"scenario": "mnist-backdoor", "sample": "99999"})
+    at2.run()
+    assert not at2.exception and "Test #0" in _texts(at2)
+    assert any("sample=99999" in t.value for t in at2.text)

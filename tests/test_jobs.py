@@ -61,6 +61,54 @@ def test_a_failed_job_stays_until_forgotten_and_jobs_run_one_at_a_time():
     assert overlaps == [1, 1, 1] and not runner.busy()
 
 
+def test_cancelling_stops_work_at_its_next_report_and_a_waiting_job_never_starts(isolated_cache):
+    from core.cache import Cache
+    from core.data import build, get_spec
+    from core.models import default_config, is_cached, train
+
+    runner, release = JobRunner(), threading.Event()
+    reports = []
+
+    def blocker(progress):
+        release.wait(10)
+        return "done"
+
+    started = []
+
+    def never(progress):
+        started.append(1)
+        return "ran"
+
+    first = runner.run_or_job("a", "job", load=lambda: None, work=blocker)
+    waiting = runner.run_or_job("b", "job", load=lambda: None, work=never)
+    runner.cancel("b")  # still waiting behind "a"
+    release.set()
+    _wait(first), _wait(waiting)
+    assert first.result == "done" and waiting.error == "cancelled before it started" and not started
+    # a real training, cancelled after its first progress report: it stops, and nothing is cached
+    scenario = build(get_spec("mnist", n_train=600, n_test=60))
+    config = default_config("mnist", epochs=50)
+    cache = Cache(isolated_cache / "cancel")
+
+    def training(progress):
+        def report(f, m):
+            reports.append(f)
+            progress(f, m)
+        return train(scenario, config, progress=report, cache=cache)
+
+    job = runner.run_or_job("t", "training", load=lambda: None, work=training)
+    deadline = time.time() + 60
+    while not reports:
+        assert time.time() < deadline
+        time.sleep(0.01)
+    runner.cancel("t")
+    _wait(job)
+    assert job.error == "cancelled" and job.cancelled and max(reports) < 0.5
+    assert not is_cached(scenario, config, cache)
+    runner.cancel("t")  # cancelling an ended job changes nothing
+    assert job.error == "cancelled"
+
+
 def test_a_damaged_cached_model_is_retrained_by_a_job_with_progress(isolated_cache):
     """The app never retrains behind a bare spinner: an unusable cache entry is a background job."""
     from core.cache import Cache
