@@ -17,7 +17,7 @@ from core.methods import REGISTRY, Param
 from core.models import TrainedModel
 from explorer import components, pair, session, state
 from explorer.components import flags_markdown, job_panel
-from explorer.render import to_image
+from explorer.render import test_name, to_image
 
 DEFAULT_METHODS = ["tracin-rp"]
 MAX_METHODS = 3
@@ -118,7 +118,7 @@ def _method_block(sc: Scenario, trained: TrainedModel, selection: state.Selectio
     names = sc.class_names
     fit = f"precomputed in {method.fit_seconds:.1f} s" if method.fit_seconds is not None else "precomputed"
     st.caption(f"{fit} · answered in {top['seconds'] * 1000:.0f} ms · scores for class **{names[top['target']]}** "
-               f"of test #{test_id}; positive = the training point supports it")
+               f"of {test_name(test_id)}; positive = the training point supports it")
     _truth_summary(sc, top)
     context = (split, row, top["target"])
     for kind, title in (("proponents", f"Proponents: support {names[top['target']]}"),

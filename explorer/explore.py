@@ -9,8 +9,10 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core.data import Scenario
+from core.data.inputs import MAX_BYTES, image_input, text_input
 from core.data.text import tokenize
-from core.models import TrainedModel
+from core.errors import AttrexError
+from core.models import TrainedModel, predict_proba
 from explorer import attribution, session, state
 from explorer.components import scenario_and_model
 from explorer.render import GROUND_TRUTH_COLOURS, badge, to_image, token_strip
@@ -25,11 +27,71 @@ def render() -> None:
     selection, sc, trained = scenario_and_model("Explore")
     _from_url(sc)
     _training_curve(trained)
+    own = _own_input(sc, trained, selection)
+    if own is not None:
+        attribution.render(sc, trained, selection, *own)
+        return
     picked = _gallery(sc, trained, selection)
     if picked is not None:
         split, row = picked[0], picked[1]
         st.query_params.update(split=split, sample=str(row))  # a reload or a shared link shows the same view
         attribution.render(sc, trained, selection, *picked)
+
+
+def _own_input(sc: Scenario, trained: TrainedModel, selection: state.Selection) -> tuple | None:
+    """Upload an image (or type a text) and explain it like a test sample. Returns the attribution panel's
+    arguments ``(split, row, test_id, true label, predicted)`` while one is being explained, else ``None``."""
+    kind = "image" if sc.kind == "image" else "text"
+    active = st.session_state.get(session.CUSTOM_ACTIVE)
+    with st.expander(f"Explain your own {kind}", expanded=active is not None):
+        with st.form(f"own-{sc.spec.name}", border=False):
+            if kind == "image":
+                c, h, w = sc.input_shape
+                upload = st.file_uploader(f"A PNG or JPEG ({'grey' if c == 1 else 'colour'}, shown to the model at "
+                                          f"{w}×{h}; at most {MAX_BYTES // 2**20} MB)", type=["png", "jpg", "jpeg"],
+                                          key=session.CUSTOM_UPLOAD)
+                text = None
+            else:
+                upload = None
+                text = st.text_input("A headline or short text", key=session.CUSTOM_TEXT, max_chars=500)
+            go_ = st.form_submit_button("Explain it")
+        if go_:
+            try:
+                if kind == "image":
+                    if upload is None:
+                        raise AttrexError("choose a file first")
+                    x, note = image_input(upload.getvalue(), sc)
+                else:
+                    x, unknown = text_input(text or "", sc)
+                    note = f"not in the vocabulary (ignored): {', '.join(unknown[:10])}" if unknown else ""
+            except AttrexError as exc:
+                st.error(f"Not explained: {exc}")  # nothing else changes
+            else:
+                digest = int(hashlib.sha256(x.numpy().tobytes()).hexdigest()[:12], 16)
+                st.session_state.setdefault(session.CUSTOM_INPUTS, {})[digest] = x
+                st.session_state[session.CUSTOM_ACTIVE] = (digest, note, (text or "") if kind == "text" else "")
+                active = st.session_state[session.CUSTOM_ACTIVE]
+    if active is None:
+        return None
+    digest, note, typed = active
+    x = st.session_state[session.CUSTOM_INPUTS][digest]
+    p = predict_proba(trained.model, x[None])[0].numpy()
+    pred = int(p.argmax())
+    left, right = st.columns([1, 2], gap="large")
+    with left:
+        st.subheader("Your input")
+        if kind == "image":
+            st.image(to_image(x, 6), width="stretch")
+        else:
+            st.markdown(token_strip(tokenize(typed), set(sc.vocab)), unsafe_allow_html=True)
+        if note:
+            st.caption(note)
+        st.button("Back to the test samples", on_click=st.session_state.pop, args=(session.CUSTOM_ACTIVE, None))
+    with right:
+        names = sc.class_names
+        st.markdown(badge(f"predicted {names[pred]} · {p[pred]:.1%}", "green"))
+        st.bar_chart({names[c]: float(p[c]) for c in np.argsort(p)[::-1][:5]}, horizontal=True, height=180)
+    return state.CUSTOM, digest, "your input", pred, pred
 
 
 def _from_url(sc: Scenario) -> None:

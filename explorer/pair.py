@@ -19,7 +19,7 @@ from core.jobs import Job
 from core.methods import REGISTRY
 from core.models import TrainedModel
 from explorer import session, state
-from explorer.render import to_image
+from explorer.render import test_name, to_image
 
 
 def open_pair(method: str, kind: str, train_id: int, rank: int, score: float, context: tuple) -> None:
@@ -42,13 +42,13 @@ def render(sc: Scenario, trained: TrainedModel, selection: state.Selection, meth
     if p is None or p.method != method or p.context != context:
         return
     i, names = p.train, sc.class_names
-    x_test = sc.test_split(split)[0][row]
+    x_test = state.test_input(selection, split, row)
     x_train = sc.x_train[i]
     scale = 6 if sc.input_shape[-1] <= 28 else 4
     with st.container(border=True):
         head, close = st.columns([8, 1])
         role = "proponent" if p.kind == "proponents" else "opponent"
-        head.markdown(f"#### Pair view: test #{test_id} and training #{i}\n"
+        head.markdown(f"#### Pair view: {test_name(test_id)} and training #{i}\n"
                       f"{role.capitalize()} #{p.rank} of {REGISTRY[method].title} for class "
                       f"**{names[target]}** (score `{p.score:+.3g}`); training label "
                       f"**{names[int(sc.y_train[i])]}**.")
@@ -60,7 +60,7 @@ def render(sc: Scenario, trained: TrainedModel, selection: state.Selection, meth
                 st.error(f"FLIA cannot run here: {exc}")
                 return
         cols = st.columns(5, gap="small")
-        cols[0].image(to_image(x_test, scale), caption=f"Test #{test_id}", width="stretch")
+        cols[0].image(to_image(x_test, scale), caption=test_name(test_id).capitalize(), width="stretch")
         cols[1].image(to_image(x_train, scale), caption=f"Training #{i}", width="stretch")
         cols[2].image(overlay(x_train, f["heatmap"], False, scale), width="stretch",
                       caption="FLIA on the training image: |attribution|, red = most")

@@ -26,3 +26,8 @@ def token_strip(tokens: list[str], known: set[str], highlight: set[str] = frozen
         else:
             spans.append(esc)
     return "<div style='line-height:1.8;font-size:1.02rem'>" + " ".join(spans) + "</div>"
+
+
+def test_name(test_id: int | str) -> str:
+    """How a page names the input being explained: ``test #12``, or a label such as ``your input``."""
+    return f"test #{test_id}" if isinstance(test_id, int) else str(test_id)

@@ -21,6 +21,11 @@ TOP_K = "top-k"
 PAIR = "pair"
 PAIR_CLOSE = "pair-close"
 PAIR_IL_PATH = "pair-il-path"
+# a person's own inputs (digest -> tensor) and the one being explained
+CUSTOM_INPUTS = "custom-inputs"
+CUSTOM_ACTIVE = "custom-active"
+CUSTOM_UPLOAD = "custom-upload"
+CUSTOM_TEXT = "custom-text"
 # evaluations finished in this session, by (selection, methods, tasks, settings)
 EVALUATIONS = "evaluations"
 # the Mislabels page

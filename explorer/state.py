@@ -22,6 +22,7 @@ from core.features import FLIA, dualview_lrp, flia
 from core.jobs import Job, JobRunner
 from core.methods import Attributor, TrainingData, create
 from core.models import TrainConfig, TrainedModel, load_cached, predict_proba, train
+from explorer import session
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,17 @@ def cancel_job(key: Hashable) -> None:
     runner().cancel(key)
 
 
+CUSTOM = "custom"  # the split name of a person's own input; its row is the input's digest
+
+
+def test_input(selection: Selection, split: str, row: int):
+    """The input being explained: row ``row`` of a test split, or (``split == "custom"``) the person's own
+    input kept in the session under its digest ``row``."""
+    if split == CUSTOM:
+        return st.session_state[session.CUSTOM_INPUTS][row]
+    return scenario(selection.scenario, selection.seed).test_split(split)[0][row]
+
+
 def method_key(name: str, params: dict) -> tuple:
     return name, tuple(sorted(params.items()))
 
@@ -118,9 +130,9 @@ def method_or_job(selection: Selection, trained: TrainedModel, name: str, params
 def top_k(selection: Selection, key: tuple, split: str, row: int, target: int | None, k: int,
           _method: Attributor) -> dict[str, np.ndarray]:
     """Proponents and opponents of one test sample (``_method`` is determined by ``selection`` and ``key``)."""
-    x, _ = scenario(selection.scenario, selection.seed).test_split(split)
+    x = test_input(selection, split, row)[None]
     t0 = time.perf_counter()
-    top = _method.top_k(x[row: row + 1], target, k=k)
+    top = _method.top_k(x, target, k=k)
     return {"proponents": top.proponents[0].numpy(), "proponent_scores": top.proponent_scores[0].numpy(),
             "opponents": top.opponents[0].numpy(), "opponent_scores": top.opponent_scores[0].numpy(),
             "target": int(top.targets[0]), "seconds": time.perf_counter() - t0}
@@ -138,9 +150,9 @@ def flia_pair(selection: Selection, split: str, row: int, train_id: int, target:
               _trained: TrainedModel, direction: str = "descent") -> dict[str, np.ndarray]:
     """FLIA of training point ``train_id`` for test sample ``row`` of ``split`` (disk-cached by :func:`core.features.flia`)."""
     sc = scenario(selection.scenario, selection.seed)
-    x, _ = sc.test_split(split)
     t0 = time.perf_counter()
-    r = flia(_trained, sc.x_train[train_id], int(sc.y_train[train_id]), x[row], target, direction=direction)
+    r = flia(_trained, sc.x_train[train_id], int(sc.y_train[train_id]), test_input(selection, split, row), target,
+             direction=direction)
     return {"heatmap": r.heatmap.numpy(), "il_path": r.il_path.numpy(), "gap": float(r.gap),
             "il_change": float(r.il_change), "confidence": r.confidence.numpy(), "seconds": time.perf_counter() - t0}
 
@@ -150,18 +162,15 @@ def flia_texts(selection: Selection, split: str, row: int, train_ids: tuple[int,
                _trained: TrainedModel) -> np.ndarray:
     """FLIA token scores ``[len(train_ids), L]`` of training texts for a test text, in one batched run."""
     sc = scenario(selection.scenario, selection.seed)
-    x, _ = sc.test_split(split)
     ids = list(train_ids)
-    return FLIA(_trained, x[row], target).run(sc.x_train[ids], sc.y_train[ids]).heatmap.numpy()
+    return FLIA(_trained, test_input(selection, split, row), target).run(sc.x_train[ids], sc.y_train[ids]).heatmap.numpy()
 
 
 @st.cache_data(show_spinner=False, max_entries=128)
 def lrp_pair(selection: Selection, split: str, row: int, train_id: int, target: int,
              _dualview: Attributor) -> dict[str, np.ndarray]:
     """DualView-LRP heatmaps of a (test, training) pair (``_dualview``: the selection's fitted DualView)."""
-    sc = scenario(selection.scenario, selection.seed)
-    x, _ = sc.test_split(split)
-    r = dualview_lrp(_dualview, x[row], train_id, target)
+    r = dualview_lrp(_dualview, test_input(selection, split, row), train_id, target)
     return {"test": r.test_heatmap.numpy(), "train": r.train_heatmap.numpy(), "score": r.score,
             "conservation": (r.conservation_test, r.conservation_train), "composite": r.composite}
 

@@ -163,3 +163,24 @@ def test_backdoor_page_on_a_clean_scenario_says_what_it_needs(small):
     small("mnist")
     at = page("mnist", "views/backdoor.py")
     assert "needs a scenario with a planted backdoor" in texts(at) and "`mnist-backdoor`" in texts(at)
+
+
+def test_typing_a_text_explains_it_like_a_test_sample(small):
+    sc, trained = small("agnews")
+    at = page("agnews", "views/explore.py", methods=["dualview"])
+    words = " ".join(sc.vocab[10:16])
+    at.text_input(key="custom-text").input("qwxzzy zzqqxx")  # a form: the value goes with the submit
+    at.button[[b.label for b in at.button].index("Explain it")].click().run()
+    assert any("none of the text's words" in e.value for e in at.error) and "Your input" not in texts(at)
+    at.text_input(key="custom-text").input(words)
+    at.button[[b.label for b in at.button].index("Explain it")].click().run()
+    wait_for_jobs(at)
+    from core.data.inputs import text_input
+    from core.models import predict_proba
+
+    x, _ = text_input(words, sc)
+    pred = int(predict_proba(trained.model, x[None])[0].argmax())
+    assert "Your input" in texts(at) and f"predicted {sc.class_names[pred]}" in texts(at)
+    assert "of your input; positive" in texts(at)  # the method's proponents and opponents of the typed text
+    at.button[[b.label for b in at.button].index("Back to the test samples")].click().run()
+    assert "Your input" not in texts(at) and "Test #0" in texts(at)
