@@ -13,11 +13,10 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core.errors import AttrexError
-from core.jobs import Job
 from core.methods import REGISTRY
 from core.metrics import agreement
 from explorer import session, state
-from explorer.components import flags_markdown, job_panel, scenario_and_model
+from explorer.components import fitted_methods, flags_markdown, scenario_and_model
 from explorer.render import to_image
 
 DEFAULT_METHODS = ("tracin-rp", "representer")  # both precompute in seconds; add GAS, TRAK, ... at will
@@ -37,18 +36,9 @@ def render() -> None:
         st.info("Pick at least two methods to compare.")
         return
     rows = tuple(np.linspace(0, len(sc.y_test) - 1, n_points).round().astype(int).tolist())
-    fitted = {}
-    for name in methods:
-        try:
-            m = state.method_or_job(selection, trained, name, {})
-        except AttrexError as exc:
-            st.error(f"{REGISTRY[name].title} cannot run here: {exc}")
-            return
-        if isinstance(m, Job):
-            job_panel(m, "The precompute", f"Precomputing **{REGISTRY[name].title}** (once; cached on disk).",
-                      retry_key=session.retry(name))
-            return
-        fitted[name] = m
+    fitted = fitted_methods(selection, trained, methods)
+    if fitted is None or len(fitted) < 2:
+        return
     scores = {n: state.score_rows(selection, state.method_key(n, {}), rows, m) for n, m in fitted.items()}
     _heatmaps(scores)
     _side_by_side(sc, selection, fitted, scores, rows)

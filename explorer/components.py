@@ -152,3 +152,23 @@ def retrain_panel(selection: state.Selection, trained: TrainedModel, drop: tuple
                        f"{100 * (after.attack_success - trained.attack_success):+.1f} points", delta_color="inverse")
     cols[2].caption(f"before: test accuracy {trained.test_accuracy:.1%}" +
                     (f", attack success {trained.attack_success:.1%}" if trained.attack_success is not None else ""))
+
+
+def fitted_methods(selection: state.Selection, trained: TrainedModel, names: list[str]) -> dict | None:
+    """Each named method fitted with its default parameters (from the disk cache, or precomputed in the
+    background with progress: ``None`` meanwhile). One that cannot run here is reported and left out."""
+    from core.methods import REGISTRY
+
+    fitted = {}
+    for name in names:
+        try:
+            method = state.method_or_job(selection, trained, name, {})
+        except AttrexError as exc:
+            st.error(f"{REGISTRY[name].title} cannot run here: {exc}")
+            continue
+        if isinstance(method, Job):
+            job_panel(method, "The precompute", f"Precomputing **{REGISTRY[name].title}** (once; cached on disk).",
+                      retry_key=session.retry(name))
+            return None
+        fitted[name] = method
+    return fitted

@@ -13,14 +13,12 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from core.errors import AttrexError
-from core.jobs import Job
 from core.methods import REGISTRY
 from explorer import session, state
 from explorer.components import (
     evaluation_panel,
+    fitted_methods,
     flags_markdown,
-    job_panel,
     retrain_panel,
     scenario_and_model,
 )
@@ -57,18 +55,10 @@ def render() -> None:
         if result is None:
             return
         _quality(result, len(flipped), len(sc.y_train))
-    scores = {}
-    for name in methods:
-        try:
-            method = state.method_or_job(selection, trained, name, {})
-        except AttrexError as exc:
-            st.error(f"{REGISTRY[name].title} cannot run here: {exc}")
-            continue
-        if isinstance(method, Job):
-            job_panel(method, "The precompute", f"Precomputing **{REGISTRY[name].title}** (once; cached on disk).",
-                      retry_key=session.retry(name))
-            return
-        scores[name] = state.self_scores(selection, state.method_key(name, {}), method)
+    fitted = fitted_methods(selection, trained, methods)
+    if fitted is None:
+        return
+    scores = {name: state.self_scores(selection, state.method_key(name, {}), m) for name, m in fitted.items()}
     if not scores:
         return
     _ranking(sc, trained, selection, scores)

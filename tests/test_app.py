@@ -59,12 +59,15 @@ def test_class_filter(app):
     assert "**100** of 1,000 samples shown" in _texts(app)
 
 
-def test_unknown_scenario_in_the_link_falls_back_with_a_warning(default_trained):
+@pytest.mark.parametrize("name", ["nonsense", "[click me](http://example.com)"])
+def test_unknown_scenario_in_the_link_falls_back_with_a_warning(default_trained, name):
     at = AppTest.from_file(APP, default_timeout=120)
-    at.query_params["scenario"] = "nonsense"
+    at.query_params["scenario"] = name
     at.run()
     assert not at.exception
     assert any("unknown scenario" in w.value for w in at.sidebar.warning)
+    assert all("http://" not in w.value for w in at.sidebar.warning)  # never rendered as Markdown ...
+    assert any(t.value == name for t in at.sidebar.text)                # ... but shown as plain text
     assert at.title[0].value == "Explore · mnist · seed 0"
 
 

@@ -150,15 +150,6 @@ def test_cache_page_lists_and_clears_only_after_confirmation(monkeypatch, tmp_pa
     assert "The cache is empty." in texts(at)
 
 
-def test_a_link_is_never_rendered_as_markdown(small):
-    at = AppTest.from_file(APP, default_timeout=120)
-    at.query_params["scenario"] = "[click me](http://example.com)"
-    at.run()
-    assert not at.exception
-    assert all("http://example.com" not in w.value for w in at.sidebar.warning)
-    assert any(t.value == "[click me](http://example.com)" for t in at.sidebar.text)
-
-
 def test_backdoor_page_on_a_clean_scenario_says_what_it_needs(small):
     small("mnist")
     at = page("mnist", "views/backdoor.py")
