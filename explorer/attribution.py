@@ -7,6 +7,8 @@ disk cache; a query is answered from the fitted method and cached per sample.
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import streamlit as st
 
@@ -111,13 +113,15 @@ def _method_block(sc: Scenario, trained: TrainedModel, selection: state.Selectio
                   "disk).", retry_key=session.retry(name))
         return
     try:
+        t0 = time.perf_counter()
         top = state.top_k(selection, state.method_key(name, params), split, row, target, k, method)
+        elapsed = time.perf_counter() - t0  # this answer's time: a repeated query comes from memory
     except AttrexError as exc:
         st.error(str(exc))
         return
     names = sc.class_names
     fit = f"precomputed in {method.fit_seconds:.1f} s" if method.fit_seconds is not None else "precomputed"
-    st.caption(f"{fit} · answered in {top['seconds'] * 1000:.0f} ms · scores for class **{names[top['target']]}** "
+    st.caption(f"{fit} · answered in {elapsed * 1000:.0f} ms{' (remembered)' if elapsed < top['seconds'] / 2 else ''} · scores for class **{names[top['target']]}** "
                f"of {test_name(test_id)}; positive = the training point supports it")
     _truth_summary(sc, top)
     context = (split, row, top["target"])

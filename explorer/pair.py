@@ -53,9 +53,14 @@ def render(sc: Scenario, trained: TrainedModel, selection: state.Selection, meth
                       f"**{names[target]}** (score `{p.score:+.3g}`); training label "
                       f"**{names[int(sc.y_train[i])]}**.")
         close.button("Close", key=session.PAIR_CLOSE, on_click=close_pair, width="stretch")
+        direction = st.segmented_control(
+            "FLIA direction", ["descent", "ascent"], default="descent", required=True, key=session.PAIR_DIRECTION,
+            help="Descent perturbs the training image to lower its influence on the test sample, ascent to raise "
+                 "it. A feature at the end of the pixel range (a black-and-white trigger) can only move one way, so "
+                 "a backdoor trigger often shows under ascent only.")
         with st.spinner("FLIA: perturbing the training image in 10 small steps…"):
             try:
-                f = state.flia_pair(selection, split, row, i, target, trained)
+                f = state.flia_pair(selection, split, row, i, target, trained, direction=direction)
             except AttrexError as exc:
                 st.error(f"FLIA cannot run here: {exc}")
                 return
@@ -63,7 +68,7 @@ def render(sc: Scenario, trained: TrainedModel, selection: state.Selection, meth
         cols[0].image(to_image(x_test, scale), caption=test_name(test_id).capitalize(), width="stretch")
         cols[1].image(to_image(x_train, scale), caption=f"Training #{i}", width="stretch")
         cols[2].image(overlay(x_train, f["heatmap"], False, scale), width="stretch",
-                      caption="FLIA on the training image: |attribution|, red = most")
+                      caption=f"FLIA ({direction}) on the training image: |attribution|, yellow (low) to red (most)")
         _lrp(sc, trained, selection, split, row, i, target, x_test, x_train, scale, cols[3], cols[4])
         chart, notes = st.columns([3, 2])
         chart.plotly_chart(_il_path_figure(f["il_path"]), width="stretch", key=session.PAIR_IL_PATH)
@@ -108,7 +113,8 @@ def _il_path_figure(il_path: np.ndarray) -> go.Figure:
     fig = go.Figure(go.Scatter(x=list(range(len(il_path))), y=il_path, mode="lines+markers",
                                hovertemplate="step %{x}: IL %{y:.4g}<extra></extra>"))
     fig.update_layout(height=220, margin=dict(l=10, r=10, t=30, b=10), title="IL along FLIA's perturbation path",
-                      xaxis_title="step (1/2550 per pixel each)", yaxis_title="IL")
+                      xaxis_title="step (1/2550 per pixel each)", yaxis_title="IL",
+                      yaxis_tickformat=".2~e")  # plotly's default SI suffixes would read 2e-7 as "200n"
     return fig
 
 

@@ -21,6 +21,7 @@ TOP_K = "top-k"
 PAIR = "pair"
 PAIR_CLOSE = "pair-close"
 PAIR_IL_PATH = "pair-il-path"
+PAIR_DIRECTION = "pair-direction"
 # a person's own inputs (digest -> tensor) and the one being explained
 CUSTOM_INPUTS = "custom-inputs"
 CUSTOM_ACTIVE = "custom-active"

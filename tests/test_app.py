@@ -210,10 +210,14 @@ def test_inspect_opens_the_pair_view_with_flia_and_dualview_lrp(default_trained)
     texts = _texts(at)
     assert f"Pair view: test #0 and training #{first}" in texts
     captions = " ".join(img.caption for i in at.get("image") for img in i.proto.imgs)
-    assert "FLIA on the training image" in captions
+    assert "FLIA (descent) on the training image" in captions
     assert "DualView-LRP on the training image" in captions or any("no support vector" in i.value for i in at.info)
     assert "IL" in texts and "grey level" in texts
     assert len(at.get("plotly_chart")) >= 1
+    at.button_group(key="pair-direction").set_value("ascent").run()  # FLIA's other direction, same pair
+    wait_for_jobs(at)
+    captions = " ".join(img.caption for i in at.get("image") for img in i.proto.imgs)
+    assert "FLIA (ascent) on the training image" in captions and f"Pair view: test #0 and training #{first}" in _texts(at)
     at.button(key="pair-close").click().run()
     assert "Pair view" not in _texts(at)
 

@@ -1,0 +1,134 @@
+"""The app as its users time it, in headless Chromium: redraw after picking a sample, and training under open pages.
+
+``python benchmarks/app_timing.py [--pages 5] [--scenario mnist-superclass] [--json]`` (needs the test extra
+and Debian's Chromium):
+
+1. **Redraw**: on the default scenario with ``tracin-rp`` precomputed, click a sample in the
+   gallery and time until its proponent cards are drawn (the caption naming the new sample
+   and every image loaded); the median over 10 clicks.
+2. **Polling cost**: train ``--scenario``'s default model (a) in a plain process with no app
+   and (b) in the app's background job while ``--pages`` browser pages show its progress
+   bar; the ratio of the two training times (the model's own ``train_seconds``, each in a
+   fresh cache). The target is at most 1.3.
+
+Each part starts its own ``streamlit run`` on a free port with a temporary cache.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+
+
+def _server(cache: str):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "ATTREX_CACHE": cache}
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "explorer" / "app.py"),
+                             "--server.port", str(port), "--server.headless", "true"], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(240):
+        try:
+            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=1).read() == b"ok":
+                return proc, url
+        except OSError:
+            time.sleep(0.5)
+    proc.terminate()
+    raise SystemExit("the app did not start")
+
+
+def _train_alone(scenario: str, cache: str) -> float:
+    code = ("import torch, sys; from core.data import build; from core.models import train; "
+            f"m = train(build({scenario!r})); print(m.train_seconds)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**os.environ, "ATTREX_CACHE": cache},
+                         capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def _trained_seconds(scenario: str, cache: str) -> float:
+    code = ("from core.data import build; from core.models import load_cached; from core.cache import Cache; "
+            f"print(load_cached(build({scenario!r}), cache=Cache({cache!r})).train_seconds)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def redraw(browser, log) -> dict:
+    with tempfile.TemporaryDirectory() as cache:
+        proc, url = _server(cache)
+        try:
+            page = browser.new_page(viewport={"width": 1440, "height": 1000})
+            page.goto(url)
+            log("redraw: waiting for the model and tracin-rp's precompute")
+            page.get_by_text("of test #0;").first.wait_for(timeout=900_000)
+            times = []
+            for row in range(1, 11):
+                t0 = time.perf_counter()
+                page.get_by_role("button", name=f"#{row}", exact=True).click()
+                page.get_by_text(f"of test #{row};").first.wait_for(timeout=60_000)
+                page.wait_for_function("[...document.querySelectorAll('img')].every(i => i.complete)", timeout=60_000)
+                times.append(time.perf_counter() - t0)
+            return {"clicks": len(times), "median_s": statistics.median(times), "max_s": max(times)}
+        finally:
+            proc.terminate()
+
+
+def polling(browser, scenario: str, pages: int, log) -> dict:
+    with tempfile.TemporaryDirectory() as alone:
+        log(f"polling: training {scenario} alone")
+        t_alone = _train_alone(scenario, alone)
+    with tempfile.TemporaryDirectory() as cache:
+        proc, url = _server(cache)
+        try:
+            opened = [browser.new_page() for _ in range(pages)]
+            for p in opened:
+                p.goto(f"{url}/?scenario={scenario}")
+            log(f"polling: training {scenario} with {pages} pages open")
+            opened[0].get_by_text("Test accuracy").first.wait_for(timeout=1_800_000)
+        finally:
+            proc.terminate()
+        t_pages = _trained_seconds(scenario, cache)
+    return {"scenario": scenario, "pages": pages, "alone_s": t_alone, "with_pages_s": t_pages,
+            "ratio": t_pages / t_alone, "target": 1.3}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--pages", type=int, default=5)
+    ap.add_argument("--scenario", default="mnist-superclass", help="an uncached scenario to train (default mnist-superclass)")
+    ap.add_argument("--skip", choices=["redraw", "polling"], action="append", default=[])
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+    from playwright.sync_api import sync_playwright
+
+    def log(m: str) -> None:
+        print(f"[app-timing {time.strftime('%H:%M:%S')}] {m}", file=sys.stderr)
+
+    out: dict = {"cpus": os.cpu_count()}
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        if "redraw" not in args.skip:
+            out["redraw"] = redraw(browser, log)
+        if "polling" not in args.skip:
+            out["polling"] = polling(browser, args.scenario, args.pages, log)
+        browser.close()
+    print(json.dumps(out, indent=1) if args.json else out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
