@@ -9,6 +9,8 @@ and a command-line tool can use one too.
 
 from __future__ import annotations
 
+import multiprocessing
+import queue
 import threading
 import time
 from collections.abc import Callable, Hashable
@@ -115,3 +117,54 @@ class JobRunner:
         """Whether any job is still running or waiting."""
         with self._lock:
             return any(not j.done for j in self.jobs.values())
+
+
+def in_process(fn: Callable[..., Any], *args: Any, send_result: bool = False) -> Callable[[Progress], Any]:
+    """Work that runs ``fn(*args, progress=...)`` in a spawned process and relays its progress.
+
+    Long work in a thread of the app's server competes for the interpreter with every page's
+    reruns (five open pages slowed a training more than fivefold); in a process of its own it
+    competes only for the cores. ``fn`` and ``args`` must be picklable; the work returns
+    ``fn``'s result if ``send_result`` (it must then be picklable), else ``None`` (the caller
+    reads what ``fn`` left in the disk cache). Cancelling the job terminates the process.
+    """
+    def work(progress: Progress) -> Any:
+        ctx = multiprocessing.get_context("spawn")
+        messages = ctx.Queue()
+        proc = ctx.Process(target=_child, args=(fn, args, messages, send_result),  # not daemonic: it may spawn
+                           name=f"attrex-{getattr(fn, '__name__', 'work')}")
+        proc.start()
+        last = (0.0, "starting a worker process")
+        try:
+            while True:
+                try:
+                    kind, a, b = messages.get(timeout=0.25)
+                except queue.Empty:
+                    if not proc.is_alive():
+                        raise RuntimeError(f"the worker process ended without a result (exit code {proc.exitcode})") from None
+                    progress(*last)  # raises Cancelled once the job is cancelled
+                    continue
+                if kind == "progress":
+                    last = (a, b)
+                    progress(a, b)
+                elif kind == "error":
+                    raise (AttrexError(a) if b == "AttrexError" else RuntimeError(a))
+                else:
+                    return a
+        except BaseException:
+            proc.terminate()
+            raise
+        finally:
+            proc.join(timeout=30)
+
+    return work
+
+
+def _child(fn: Callable[..., Any], args: tuple, messages: Any, send_result: bool) -> None:
+    try:
+        result = fn(*args, progress=lambda f, m: messages.put(("progress", f, m)))
+        messages.put(("done", result if send_result else None, None))
+    except AttrexError as exc:
+        messages.put(("error", str(exc), "AttrexError"))
+    except Exception as exc:  # reported to the job, never lost
+        messages.put(("error", f"{type(exc).__name__}: {exc}", type(exc).__name__))

@@ -9,6 +9,7 @@ shares one job, and computations run one after another.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Hashable
 from dataclasses import dataclass
@@ -16,11 +17,14 @@ from dataclasses import dataclass
 import numpy as np
 import streamlit as st
 
+from core.cache import Cache
 from core.data import Scenario, build, get_spec
+from core.errors import AttrexError
 from core.evaluation import Settings, evaluate, load_tensors
 from core.features import FLIA, dualview_lrp, flia
-from core.jobs import Job, JobRunner
+from core.jobs import Job, JobRunner, in_process
 from core.methods import Attributor, TrainingData, create
+from core.methods.base import fit_for
 from core.models import TrainConfig, TrainedModel, load_cached, predict_proba, train
 from explorer import session
 
@@ -65,6 +69,34 @@ def runner() -> JobRunner:
     return JobRunner()
 
 
+# Long work runs in a worker process (core.jobs.in_process), where the pages' reruns cannot starve it;
+# in a thread of this process where the cache cannot be written (the worker's result could not be read
+# back) or where WORKERS is off (a test that patches a function here).
+WORKERS = True
+
+
+def _work(fn, *args, send_result: bool = False):
+    """The job work for ``fn(*args, progress=...)``: in a worker process, or in the job's thread (see WORKERS)."""
+    root = Cache().root
+    writable = os.access(root if root.exists() else root.parent, os.W_OK)
+    if WORKERS and writable:
+        return in_process(fn, *args, send_result=send_result)
+    return lambda progress: fn(*args, progress=progress)
+
+
+def _then(work, load):
+    """Work whose result is read from the disk cache once it ends (what a worker process left there)."""
+    def run(progress):
+        done = work(progress)
+        if done is not None:
+            return done
+        result = load()
+        if result is None:
+            raise AttrexError("the worker finished but its result cannot be read from the cache")
+        return result
+    return run
+
+
 def model_or_job(selection: Selection) -> TrainedModel | Job:
     """The trained model if it is cached and sound; otherwise its background training :class:`Job`.
 
@@ -74,7 +106,8 @@ def model_or_job(selection: Selection) -> TrainedModel | Job:
 
     return runner().run_or_job(
         ("train", selection), f"training {selection.config.arch} on {selection.scenario}",
-        load=lambda: _or_none(_cached_model, selection), work=lambda progress: train(sc, selection.config, progress=progress))
+        load=lambda: _or_none(_cached_model, selection),
+        work=_then(_work(train, sc, selection.config), lambda: _or_none(_cached_model, selection)))
 
 
 def forget_job(key: Hashable) -> None:
@@ -123,7 +156,8 @@ def method_or_job(selection: Selection, trained: TrainedModel, name: str, params
 
     return runner().run_or_job(("fit", selection, key), f"precomputing {method.title}",
                                load=lambda: _or_none(_cached_method, selection, *key, trained),
-                               work=lambda progress: method.fit(progress))
+                               work=_then(_work(fit_for, sc, selection.config, name, params),
+                                          lambda: _or_none(_cached_method, selection, *key, trained)))
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
@@ -187,7 +221,7 @@ def evaluation_or_job(selection: Selection, trained: TrainedModel, methods: tupl
     return runner().run_or_job(
         ("evaluate", selection, methods, tasks, settings), f"evaluating {len(methods)} method(s)",
         load=lambda: evaluate(sc, trained, list(methods), list(tasks), settings, compute=False),
-        work=lambda progress: evaluate(sc, trained, list(methods), list(tasks), settings, progress=progress))
+        work=_work(evaluate, sc, trained, list(methods), list(tasks), settings, send_result=True))
 
 
 def retrain_or_job(selection: Selection, drop: tuple[int, ...] = (), relabel: tuple[tuple[int, int], ...] = ()
@@ -204,7 +238,7 @@ def retrain_or_job(selection: Selection, drop: tuple[int, ...] = (), relabel: tu
                                      f"with {len(relabel)} relabelled" if relabel else "") if x)
     return runner().run_or_job(("retrain", selection, drop, relabel), f"retraining {what}",
                                load=lambda: load_cached(sc, selection.config),
-                               work=lambda progress: train(sc, selection.config, progress=progress))
+                               work=_then(_work(train, sc, selection.config), lambda: load_cached(sc, selection.config)))
 
 
 @st.cache_data(show_spinner=False, max_entries=32)

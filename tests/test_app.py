@@ -139,6 +139,7 @@ def test_a_failed_training_stays_on_screen_until_the_user_retries(monkeypatch, i
         at.run()
 
     monkeypatch.setattr(state, "train", failing_train)
+    monkeypatch.setattr(state, "WORKERS", False)  # the patched function lives in this process
     at = AppTest.from_file(APP, default_timeout=120)
     at.query_params["scenario"] = "mnist-superclass"  # a model this session has not trained
     at.run()

@@ -122,10 +122,54 @@ def test_a_damaged_cached_model_is_retrained_by_a_job_with_progress(isolated_cac
     assert state.model_or_job(selection).key == first.key  # sound: loaded at once
     state._cached_model.clear()
     f = Cache().path("model", first.key) / "tensors.safetensors"
-    f.write_bytes(f.read_bytes()[:-100])
+    sound = f.read_bytes()
+    f.write_bytes(sound[:-100])
     job = state.model_or_job(selection)
     assert isinstance(job, Job)
     _wait(job)
-    assert job.error is None and job.result.cache_status.startswith("recomputed")
+    # retrained (in a worker process, which reports "recomputed"), then read back sound from the cache
+    assert job.error is None and job.result.key == first.key and f.read_bytes() == sound
     assert job.fraction == pytest.approx(1.0)
     assert state.model_or_job(selection).key == first.key
+
+
+def _square_with_progress(n: int, progress) -> int:
+    for i in range(3):
+        progress((i + 1) / 3, f"step {i + 1}")
+    if n < 0:
+        from core.errors import AttrexError
+        raise AttrexError("negative")
+    if n == 0:
+        raise ValueError("zero")
+    return n * n
+
+
+def _sleep_forever(progress) -> None:
+    progress(0.1, "sleeping")
+    time.sleep(600)
+
+
+def test_work_in_a_worker_process_relays_progress_results_errors_and_cancellation():
+    from core.errors import AttrexError
+    from core.jobs import Cancelled, in_process
+
+    seen = []
+    assert in_process(_square_with_progress, 7, send_result=True)(lambda f, m: seen.append(m)) == 49
+    assert list(dict.fromkeys(m for m in seen if m.startswith("step"))) == ["step 1", "step 2", "step 3"]
+    assert in_process(_square_with_progress, 7)(lambda f, m: None) is None  # the result stays in the worker
+    with pytest.raises(AttrexError, match="negative"):
+        in_process(_square_with_progress, -1)(lambda f, m: None)
+    with pytest.raises(RuntimeError, match="ValueError: zero"):
+        in_process(_square_with_progress, 0)(lambda f, m: None)
+    # cancelling: the job's progress raises, the worker is terminated
+    runner = JobRunner()
+    job = runner.run_or_job("w", "worker", load=lambda: None, work=in_process(_sleep_forever))
+    deadline = time.time() + 60
+    while job.message != "sleeping":
+        assert time.time() < deadline, "the worker did not report"
+        time.sleep(0.05)
+    t0 = time.time()
+    runner.cancel("w")
+    _wait(job, timeout=10)
+    assert job.error == "cancelled" and time.time() - t0 < 5
+    assert issubclass(Cancelled, AttrexError)

@@ -490,3 +490,15 @@ def get_method(name: str) -> type[Attributor]:
 def create(name: str, trained: TrainedModel, data: TrainingData, cache: Cache | None = None, **params: Any) -> Attributor:
     """A method by registry name, with its parameters checked against its schema."""
     return get_method(name)(trained, data, cache=cache, **params)
+
+
+def fit_for(scenario, config, name: str, params: dict, progress: Progress | None = None) -> None:
+    """Train (or load) the scenario's model with ``config`` and fit method ``name`` on it, in the default cache.
+
+    Module-level and with picklable arguments, so a worker process can run it
+    (:func:`core.jobs.in_process`); the caller reads the fitted method from the cache.
+    """
+    from core.models.training import train
+
+    trained = train(scenario, config)
+    create(name, trained, TrainingData.of(scenario), **params).fit(progress)
