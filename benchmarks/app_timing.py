@@ -96,7 +96,7 @@ def polling(browser, scenario: str, pages: int, log) -> dict:
         try:
             opened = [browser.new_page() for _ in range(pages)]
             for p in opened:
-                p.goto(f"{url}/?scenario={scenario}")
+                p.goto(f"{url}/?scenario={scenario}", wait_until="commit", timeout=120_000)
             log(f"polling: training {scenario} with {pages} pages open")
             opened[0].get_by_text("Test accuracy").first.wait_for(timeout=1_800_000)
         finally:
@@ -123,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         if "redraw" not in args.skip:
             out["redraw"] = redraw(browser, log)
+            log(f"redraw: {json.dumps(out['redraw'])}")
         if "polling" not in args.skip:
             out["polling"] = polling(browser, args.scenario, args.pages, log)
         browser.close()
