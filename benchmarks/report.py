@@ -137,7 +137,7 @@ def _header(run: dict) -> str:
     m = run["model"]
     extra = f", attack success {m['attack_success']:.1%}" if m.get("attack_success") is not None else ""
     return (f"`{run['scenario']}` seed {run['seed']}, {m['arch']}, test accuracy {m['test_acc']:.1%}{extra}; "
-            f"evaluated in {run.get('seconds', 0):.0f} s (cached precomputes excluded)")
+            f"evaluated in {run.get('seconds', 0):.0f} s (with the precomputes not cached before)")
 
 
 def _best(run: dict, task: str, key: str) -> tuple[str | None, float | None]:
