@@ -15,16 +15,18 @@ from explorer import session, state
 from explorer.render import GROUND_TRUTH_COLOURS, badge
 from explorer.sidebar import model_status, pick_scenario
 
+POLL_SECONDS = 3.0  # each open page's progress update costs the work it waits for (see the README's timings)
+
 
 def job_progress(job: Job, explanation: str) -> None:
-    """A background job's progress, polled once a second; the page reruns when it is done. *Cancel* stops it
+    """A background job's progress, polled every ``POLL_SECONDS``; the page reruns when it is done. *Cancel* stops it
     at its next progress report."""
     info, cancel = st.columns([6, 1], vertical_alignment="center")
     info.info(explanation)
     cancel.button("Cancel", key=f"cancel-{hash(job.key)}", on_click=state.cancel_job, args=(job.key,),
                   help="Stop this computation; nothing half-done is kept")
 
-    @st.fragment(run_every=1.0)
+    @st.fragment(run_every=POLL_SECONDS)
     def poll() -> None:
         if job.done:
             st.rerun()
