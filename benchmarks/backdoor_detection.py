@@ -24,7 +24,7 @@ from _common import common_args, setup  # noqa: E402  (this folder)
 
 from core.cache import Cache  # noqa: E402
 from core.data import build, get_spec  # noqa: E402
-from core.evaluation import Context, Settings, evaluate  # noqa: E402
+from core.evaluation import Context, Settings, best_method, evaluate  # noqa: E402
 from core.features.experiments import flia_on_poisoned, fmt  # noqa: E402
 from core.methods import REGISTRY, create  # noqa: E402
 from core.models import train  # noqa: E402
@@ -79,8 +79,7 @@ def run_scenario(name: str, seed: int, methods: list[str], n_test: int, flia_pai
     ok = {m: row["backdoor"]["values"] for m, row in r["results"].items() if row["backdoor"]["status"] == "ok"}
     first = next(iter(ok.values()), None)
     r.update(base_rate=first["base_rate"] if first else None, triggered_test=first["triggered_test"] if first else 0)
-    best = max((m for m in ok if not REGISTRY[m].baseline), key=lambda m: (ok[m]["top_k_share"], ok[m]["auroc_in_class"]),
-               default=None)
+    best = best_method(r, "backdoor", ("top_k_share", "auroc_in_class"))
     if best and flia_pairs:
         ctx = Context(scenario, trained, settings, cache, 1)
         x, target = ctx.triggered

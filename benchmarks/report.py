@@ -36,7 +36,7 @@ from _common import common_args, setup  # noqa: E402  (this folder)
 
 from core.cache import Cache  # noqa: E402
 from core.data import build, get_spec  # noqa: E402
-from core.evaluation import Settings, evaluate  # noqa: E402
+from core.evaluation import Settings, best_method, evaluate  # noqa: E402
 from core.methods import REGISTRY  # noqa: E402
 from core.metrics.published import DATTRI_LDS, DUALVIEW_MNIST, IIF_LDS, IIF_MISLABEL  # noqa: E402
 from core.models import default_config, train  # noqa: E402
@@ -141,12 +141,8 @@ def _header(run: dict) -> str:
 
 
 def _best(run: dict, task: str, key: str) -> tuple[str | None, float | None]:
-    vals = {m: _value(run, m, task, key) for m in run["results"] if not run["methods"][m].get("baseline")}
-    vals = {m: v for m, v in vals.items() if v is not None}
-    if not vals:
-        return None, None
-    m = max(vals, key=vals.get)
-    return m, vals[m]
+    m = best_method(run, task, (key,))
+    return (m, _value(run, m, task, key)) if m else (None, None)
 
 
 def render_dualview(data: dict) -> list[str]:

@@ -159,7 +159,11 @@ def _always(scenario: Scenario) -> str | None:
 
 
 def _curve(scores: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
-    checked, found = mislabel.detection_curve(scores, truth)
+    return _sample(*mislabel.detection_curve(scores, truth))
+
+
+def _sample(checked: torch.Tensor, found: torch.Tensor) -> torch.Tensor:
+    """A detection curve at CURVE_POINTS evenly spaced shares of the data checked, ``[2, CURVE_POINTS]``."""
     at = torch.linspace(0, 1, CURVE_POINTS, dtype=torch.float64)
     idx = (at * (len(checked) - 1)).round().long()
     return torch.stack([checked[idx], found[idx]]).float()
@@ -168,8 +172,9 @@ def _curve(scores: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
 def _mislabel(ctx: Context, method: Attributor) -> tuple[dict, dict]:
     flipped = ctx.scenario.truth.flipped_ids
     s = method.self_scores()
-    curve = _curve(s, flipped)
-    found_10 = float(mislabel.detection_curve(s, flipped)[1][round(0.1 * len(s))])  # exact, not the sampled curve
+    checked, found = mislabel.detection_curve(s, flipped)
+    curve = _sample(checked, found)
+    found_10 = float(found[round(0.1 * len(s))])  # exact, not the sampled curve
     values = {"auroc": mislabel.auroc(s, flipped), "auprc": mislabel.auprc(s, flipped),
               "precision_at_k": mislabel.precision_at_k(s, flipped, len(flipped)), "k": len(flipped),
               "found_at_10pct": found_10, "base_rate": len(flipped) / len(s)}
@@ -409,6 +414,14 @@ def _agreement(rows: dict[str, torch.Tensor], k: int) -> dict:
         out["spearman"].append(sp)
         out["top_k_overlap"].append(ov)
     return out
+
+
+def best_method(result: dict, task: str, keys: tuple[str, ...]) -> str | None:
+    """The method (not a baseline) with the highest ``keys`` values on ``task`` in an :func:`evaluate` result,
+    later keys breaking ties; the first listed among equals; ``None`` if none has a value."""
+    ok = [m for m, row in result["results"].items()
+          if row.get(task, {}).get("status") == "ok" and not result["methods"][m].get("baseline")]
+    return max(ok, key=lambda m: tuple(result["results"][m][task]["values"][k] for k in keys), default=None)
 
 
 def table(result: dict) -> str:

@@ -16,7 +16,7 @@ import streamlit as st
 
 from core.data import PRESETS
 from core.errors import AttrexError
-from core.evaluation import Settings
+from core.evaluation import Settings, best_method
 from core.features.render import outline, overlay
 from core.methods import REGISTRY
 from core.metrics.backdoor import trigger_mass_ratio
@@ -62,8 +62,7 @@ def render() -> None:
         errors = {m: r["backdoor"].get("error") or r["backdoor"].get("reason") for m, r in result["results"].items()}
         st.error("No method could be measured here: " + "; ".join(f"{m}: {e}" for m, e in errors.items()))
         return
-    best = max((m for m in ok if not REGISTRY[m].baseline), key=lambda m: (ok[m]["values"]["top_k_share"],
-                                                                           ok[m]["values"]["auroc_in_class"]))
+    best = best_method(result, "backdoor", ("top_k_share", "auroc_in_class")) or next(iter(ok))
     _quality(ok, best)
     chosen = st.selectbox("Method", list(ok), index=list(ok).index(best), key=session.BACKDOOR_METHOD,
                           format_func=lambda m: REGISTRY[m].title + (" (measures best here)" if m == best else ""))

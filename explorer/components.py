@@ -93,7 +93,7 @@ def evaluation_panel(selection: state.Selection, trained: TrainedModel, methods:
     """The evaluation of ``methods`` on ``tasks``: read from the cache, or computed in the background
     with progress (``None`` meanwhile). The finished result is kept in the session, so a failure
     in it is shown rather than recomputed on every rerun. ``start=False``: only what is cached."""
-    from core.evaluation import Settings, evaluate
+    from core.evaluation import Settings
 
     settings = settings or Settings()
     key = ("evaluation", selection, methods, tasks, settings)
@@ -101,8 +101,7 @@ def evaluation_panel(selection: state.Selection, trained: TrainedModel, methods:
     if key in kept:
         return kept[key]
     if not start:
-        sc = state.scenario(selection.scenario, selection.seed)
-        result = evaluate(sc, trained, list(methods), list(tasks), settings, compute=False)
+        result = state.cached_evaluation(selection, trained, methods, tasks, settings)
         if result is None:
             st.info(f"Not measured yet for this model: press **Evaluate** to measure {what}.")
         else:

@@ -75,21 +75,17 @@ def runner() -> JobRunner:
 WORKERS = True
 
 
-def _work(fn, *args, send_result: bool = False):
-    """The job work for ``fn(*args, progress=...)``: in a worker process, or in the job's thread (see WORKERS)."""
-    root = Cache().root
-    writable = os.access(root if root.exists() else root.parent, os.W_OK)
-    if WORKERS and writable:
-        return in_process(fn, *args, send_result=send_result)
-    return lambda progress: fn(*args, progress=progress)
-
-
-def _then(work, load):
-    """Work whose result is read from the disk cache once it ends (what a worker process left there)."""
+def _work(fn, *args, load=None):
+    """The job work for ``fn(*args, progress=...)``, decided when it runs (not on every rerun that builds it):
+    in a worker process, whose result is then read back with ``load()`` (what the worker left in the disk
+    cache; without ``load`` the worker sends its result), or in the job's thread (see WORKERS)."""
     def run(progress):
-        done = work(progress)
-        if done is not None:
-            return done
+        root = Cache().root
+        if not (WORKERS and os.access(root if root.exists() else root.parent, os.W_OK)):
+            return fn(*args, progress=progress)
+        sent = in_process(fn, *args, send_result=load is None)(progress)
+        if load is None:
+            return sent
         result = load()
         if result is None:
             raise AttrexError("the worker finished but its result cannot be read from the cache")
@@ -107,7 +103,7 @@ def model_or_job(selection: Selection) -> TrainedModel | Job:
     return runner().run_or_job(
         ("train", selection), f"training {selection.config.arch} on {selection.scenario}",
         load=lambda: _or_none(_cached_model, selection),
-        work=_then(_work(train, sc, selection.config), lambda: _or_none(_cached_model, selection)))
+        work=_work(train, sc, selection.config, load=lambda: _or_none(_cached_model, selection)))
 
 
 def forget_job(key: Hashable) -> None:
@@ -156,8 +152,8 @@ def method_or_job(selection: Selection, trained: TrainedModel, name: str, params
 
     return runner().run_or_job(("fit", selection, key), f"precomputing {method.title}",
                                load=lambda: _or_none(_cached_method, selection, *key, trained),
-                               work=_then(_work(fit_for, sc, selection.config, name, params),
-                                          lambda: _or_none(_cached_method, selection, *key, trained)))
+                               work=_work(fit_for, sc, selection.config, name, params,
+                                          load=lambda: _or_none(_cached_method, selection, *key, trained)))
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
@@ -220,8 +216,15 @@ def evaluation_or_job(selection: Selection, trained: TrainedModel, methods: tupl
     settings = settings or Settings()
     return runner().run_or_job(
         ("evaluate", selection, methods, tasks, settings), f"evaluating {len(methods)} method(s)",
-        load=lambda: evaluate(sc, trained, list(methods), list(tasks), settings, compute=False),
-        work=_work(evaluate, sc, trained, list(methods), list(tasks), settings, send_result=True))
+        load=lambda: cached_evaluation(selection, trained, methods, tasks, settings),
+        work=_work(evaluate, sc, trained, list(methods), list(tasks), settings))
+
+
+def cached_evaluation(selection: Selection, trained: TrainedModel, methods: tuple[str, ...], tasks: tuple[str, ...],
+                      settings: Settings) -> dict | None:
+    """The evaluation if the disk cache holds every result (nothing is computed), else ``None``."""
+    sc = scenario(selection.scenario, selection.seed)
+    return evaluate(sc, trained, list(methods), list(tasks), settings, compute=False)
 
 
 def retrain_or_job(selection: Selection, drop: tuple[int, ...] = (), relabel: tuple[tuple[int, int], ...] = ()
@@ -238,7 +241,7 @@ def retrain_or_job(selection: Selection, drop: tuple[int, ...] = (), relabel: tu
                                      f"with {len(relabel)} relabelled" if relabel else "") if x)
     return runner().run_or_job(("retrain", selection, drop, relabel), f"retraining {what}",
                                load=lambda: load_cached(sc, selection.config),
-                               work=_then(_work(train, sc, selection.config), lambda: load_cached(sc, selection.config)))
+                               work=_work(train, sc, selection.config, load=lambda: load_cached(sc, selection.config)))
 
 
 @st.cache_data(show_spinner=False, max_entries=32)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from _apptest import texts as _texts
 from _apptest import wait_for_jobs
 from streamlit.testing.v1 import AppTest
 
@@ -18,12 +19,6 @@ def app(default_trained) -> AppTest:
     at.run()
     assert not at.exception, at.exception
     return at
-
-
-def _texts(at: AppTest) -> str:
-    parts = [m.value for m in at.markdown] + [c.value for c in at.caption] + [t.value for t in at.title]
-    parts += [s.value for s in at.subheader]
-    return "\n".join(parts)
 
 
 def test_explore_page_shows_the_default_scenario_and_its_model(app, default_trained):
