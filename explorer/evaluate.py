@@ -66,6 +66,8 @@ def _table(result: dict, dataset: str, tasks: list[str]) -> None:
         fit = result["methods"][m].get("fit_seconds")
         r["precompute s"] = fit
         rows.append(r)
+    empty = [k for k in rows[0] if k != "method" and all(r[k] is None for r in rows)]  # no paper number, say
+    rows = [{k: v for k, v in r.items() if k not in empty} for r in rows]
     st.dataframe(rows, hide_index=True, width="stretch",
                  column_config={k: st.column_config.NumberColumn(k, format="%.3f") for k in rows[0] if k != "method"})
     notes = [f"{m} / {TASKS[t].title}: {c['status']} — {c.get('reason') or c.get('error')}"
