@@ -18,10 +18,11 @@ import time
 from pathlib import Path
 
 from core.cache import Cache
-from core.data import PRESETS, build, get_spec
+from core.data import PRESETS, ScenarioSpec, build, get_spec
+from core.data.scenario import CUSTOM
 from core.data.sources import download
 from core.errors import AttrexError
-from core.models import ARCHITECTURES, default_config, train
+from core.models import ARCHITECTURES, ModelSource, default_config, recipe_of, train
 
 
 def _scenario_record(name: str) -> dict:
@@ -70,17 +71,60 @@ def _progress_bar(desc: str, quiet: bool):
 
 def _load(args: argparse.Namespace):
     """The scenario and its trained model (trained now or loaded from the cache) that ``args`` ask for."""
+    spec = _spec(args)
     if getattr(args, "download", False):
         if not args.data_dir:
             raise AttrexError("--download needs --data-dir: the folder to download into")
-        download(get_spec(args.scenario).dataset, args.data_dir)
-    spec = get_spec(args.scenario, seed=args.seed, data_dir=args.data_dir, n_train=args.n_train, n_test=args.n_test)
+        download(spec.dataset, args.data_dir)
     scenario = build(spec)
-    config = default_config(spec.dataset, args.arch, epochs=args.epochs, seed=args.seed)
-    bar, progress = _progress_bar(f"train {spec.name} ({config.arch})", args.quiet)
+    config = _model_config(args, scenario)
+    what = "load" if isinstance(config, ModelSource) else "train"
+    bar, progress = _progress_bar(f"{what} {scenario.spec.name} ({config.arch})", args.quiet)
     trained = train(scenario, config, progress=progress, cache=_cache(args))
     bar.close()  # a cache entry found unusable was already reported on stderr by core.cache's logger
     return scenario, trained
+
+
+def _spec(args: argparse.Namespace) -> ScenarioSpec:
+    """The scenario ``args`` name: a preset (``--scenario``) or a person's own data (``--data``)."""
+    if (args.scenario is None) == (args.data is None):
+        raise AttrexError("name the data: --scenario PRESET or --data PATH (your own), one of the two")
+    if args.data is None:
+        for flag, value in (("--image-size", args.image_size), ("--test-share", args.test_share),
+                            ("--known-bad", args.known_bad)):
+            if value is not None:
+                raise AttrexError(f"{flag} applies to your own data (--data), not to a preset")
+        return get_spec(args.scenario, seed=args.seed, data_dir=args.data_dir, n_train=args.n_train, n_test=args.n_test)
+    if args.data_dir or getattr(args, "download", False):
+        raise AttrexError("--data-dir and --download are for the presets' full data sets; your own data is --data PATH")
+    name = Path(args.data).expanduser().name
+    return ScenarioSpec(dataset=CUSTOM, data_dir=args.data, seed=args.seed or 0, n_train=args.n_train,
+                        n_test=args.n_test, name=f"custom:{name}", description=f"your data at {args.data}",
+                        image_size=_parse_size(args.image_size) if args.image_size else None,
+                        test_share=0.2 if args.test_share is None else args.test_share, known_bad=args.known_bad)
+
+
+def _parse_size(text: str) -> tuple[int, int]:
+    h, sep, w = text.lower().partition("x")
+    if not h.strip().isdigit() or (sep and not w.strip().isdigit()):
+        raise AttrexError(f"--image-size takes HxW (e.g. 32x32) or one side for a square; got {text!r}")
+    return int(h), int(w if sep else h)
+
+
+def _model_config(args: argparse.Namespace, scenario):
+    """A person's model (``--model``, ``--weights``, ...) or the training recipe attrex follows."""
+    mine = {"--weights": args.weights, "--checkpoints": args.checkpoints, "--features-layer": args.features_layer,
+            "--head-layer": args.head_layer}
+    if args.model is None:
+        given = [flag for flag, v in mine.items() if v is not None]
+        if given:
+            raise AttrexError(f"{', '.join(given)} belong(s) to your own model: add --model package.module:function")
+        return default_config(recipe_of(scenario), args.arch, epochs=args.epochs, seed=args.seed)
+    if args.weights is None:
+        raise AttrexError("--model needs --weights: the trained weights (.safetensors or a state dict .pt)")
+    if args.arch or args.epochs:
+        raise AttrexError("--arch and --epochs choose how attrex trains a model; they do not apply to --model")
+    return ModelSource(args.model, args.weights, args.checkpoints, args.features_layer, args.head_layer)
 
 
 def _cache(args: argparse.Namespace) -> Cache | None:
@@ -165,11 +209,16 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     if result["ground_truth"]:
         print(f"ground truth  {json.dumps(result['ground_truth'])}")
     lrs = ", ".join(f"{c['lr']:.3g}" for c in m["checkpoints"])
-    print(f"model         {m['arch']}, {m['epochs']} epochs, {len(m['checkpoints'])} checkpoints (lr {lrs})")
+    if m["cache"] == "loaded":
+        ckpts = f"{len(m['checkpoints'])} checkpoints (lr {lrs})" if m["checkpoints_given"] else "no checkpoints"
+        print(f"model         {m['arch']} (yours), {ckpts}")
+    else:
+        print(f"model         {m['arch']}, {m['epochs']} epochs, {len(m['checkpoints'])} checkpoints (lr {lrs})")
     print(f"test accuracy {m['test_accuracy']:.4f}")
     if m["attack_success"] is not None:
         print(f"attack success {m['attack_success']:.4f} (triggered test inputs classified as the target)")
-    origin = "from cache" if m["cache"] == "hit" else f"trained in {m['train_seconds']} s"
+    origin = {"hit": "from cache", "loaded": f"loaded and checked in {m['train_seconds']} s"}.get(
+        m["cache"], f"trained in {m['train_seconds']} s")
     print(f"{origin}")
     if "method" in result:
         r = result["method"]
@@ -393,7 +442,23 @@ def make_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_scenarios)
 
     def model_args(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--scenario", required=True, help=f"one of: {', '.join(PRESETS)}")
+        p.add_argument("--scenario", help=f"a preset, one of: {', '.join(PRESETS)} (or --data)")
+        own = p.add_argument_group("your own data and model (instead of --scenario)")
+        own.add_argument("--data", metavar="PATH", help="an image folder (one sub-folder per class; train/ and test/ "
+                         "optional), a .csv or .jsonl of texts (text, label[, split]) or a .npz of arrays")
+        own.add_argument("--image-size", metavar="HxW", help="resize every image to HxW (needed when sizes differ)")
+        own.add_argument("--test-share", type=float, help="share held out as the test split where the data has "
+                         "none (default 0.2)")
+        own.add_argument("--known-bad", metavar="CSV", help="training points known to be mislabelled (columns id "
+                         "or path, optional label: the correct class), scored against as ground truth")
+        own.add_argument("--model", metavar="PKG.MOD:FN", help="your model: a function returning an nn.Module "
+                         "(package.module:function or file.py:function; called with n_classes= if it takes it)")
+        own.add_argument("--weights", metavar="FILE", help="its trained weights: .safetensors or a state dict .pt")
+        own.add_argument("--checkpoints", metavar="DIR", help="its training checkpoints: a folder with "
+                         "checkpoints.json, a list of {\"file\": ..., \"lr\": ...} (TracIn, GAS and FLIA need them)")
+        own.add_argument("--features-layer", metavar="NAME", help="the layer whose flattened output feeds the head "
+                         "(only where attrex cannot split the model itself)")
+        own.add_argument("--head-layer", metavar="NAME", help="the last nn.Linear (default: found by attrex)")
         p.add_argument("--arch", choices=list(ARCHITECTURES), help="architecture (default: the data set's)")
         p.add_argument("--epochs", type=int, help="training epochs (default: the data set's)")
         p.add_argument("--seed", type=int, help="seed of the scenario and the training (default 0)")

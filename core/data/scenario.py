@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core.data import sources, text
+from core.data import custom, sources, text
 from core.data.corruptions import (
     BadNets,
     Blended,
@@ -31,6 +31,7 @@ from core.data.corruptions import (
 from core.errors import AttrexError
 
 TEXT_MAX_LEN = 64
+CUSTOM = "custom"  # the data set name of a person's own data (core.data.custom)
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,12 @@ class ScenarioSpec:
     ``n_train`` / ``n_test``: draw a class-balanced subset of that size (seeded) from the
     source; ``None`` keeps every sample. ``data_dir``: ``None`` for the embedded assets, else
     a folder holding the full data set (see :mod:`core.data.sources`).
+
+    ``dataset="custom"``: a person's own data at ``data_dir`` (an image folder, a CSV/JSONL of
+    texts or a ``.npz``: see :mod:`core.data.custom`), with ``image_size`` (``(H, W)``, resize
+    every image), ``test_share`` (held out where the data has no test split) and
+    ``known_bad`` (a CSV of training ids known to be mislabelled: the ground truth to score
+    against, as flipped labels).
     """
 
     dataset: str = "mnist"
@@ -50,9 +57,20 @@ class ScenarioSpec:
     data_dir: str | None = None
     name: str = ""
     description: str = ""
+    image_size: tuple[int, int] | None = None
+    test_share: float = 0.2
+    known_bad: str | None = None
 
     def __post_init__(self) -> None:
-        sources.dataset_info(self.dataset)  # raises on an unknown data set
+        if self.dataset == CUSTOM:
+            if not self.data_dir:
+                raise AttrexError("your own data needs its path: an image folder, a .csv or .jsonl of texts, or a .npz")
+            if self.image_size is not None:
+                object.__setattr__(self, "image_size", tuple(int(v) for v in self.image_size))
+        else:
+            sources.dataset_info(self.dataset)  # raises on an unknown data set
+            if self.known_bad or self.image_size:
+                raise AttrexError("a known-bad list and an image size apply to your own data only (dataset 'custom')")
         if not isinstance(self.seed, int) or self.seed < 0:
             raise AttrexError(f"seed must be an integer >= 0; got {self.seed!r}")
         for what, n in (("n_train", self.n_train), ("n_test", self.n_test)):
@@ -68,7 +86,9 @@ class ScenarioSpec:
             "n_train": self.n_train,
             "n_test": self.n_test,
             "data_dir": str(Path(self.data_dir).expanduser().resolve()) if self.data_dir else None,
-        }
+        } | ({"image_size": self.image_size, "test_share": self.test_share,
+              "known_bad": str(Path(self.known_bad).expanduser().resolve()) if self.known_bad else None}
+             if self.dataset == CUSTOM else {})
 
 
 @dataclass
@@ -159,6 +179,7 @@ class Scenario:
     x_test_triggered: torch.Tensor | None = None
     texts_test_triggered: list[str] = field(default_factory=list)
     x_test_marked: torch.Tensor | None = None
+    names_train: list[str] = field(default_factory=list)  # a file per training point, for an image folder
 
     @property
     def n_classes(self) -> int:
@@ -226,7 +247,9 @@ class Scenario:
                         poisoned_ids=renumber(t.poisoned_ids), marked_ids=renumber(t.marked_ids),
                         subclass_train=None if t.subclass_train is None else t.subclass_train[keep])
         texts = [self.texts_train[i] for i in keep.tolist()] if self.texts_train else []
-        return replace(self, x_train=self.x_train[keep], y_train=self.y_train[keep], truth=truth, texts_train=texts)
+        names = [self.names_train[i] for i in keep.tolist()] if self.names_train else []
+        return replace(self, x_train=self.x_train[keep], y_train=self.y_train[keep], truth=truth, texts_train=texts,
+                       names_train=names)
 
     def relabel(self, ids, labels) -> Scenario:
         """This scenario with the training labels of ``ids`` set to ``labels`` (the ground truth is kept as it was)."""
@@ -313,7 +336,10 @@ def build(spec: ScenarioSpec | str) -> Scenario:
     """Build the scenario of ``spec`` (or of the preset of that name). Deterministic in ``spec``."""
     if isinstance(spec, str):
         spec = get_spec(spec)
-    raw = sources.load(spec.dataset, spec.data_dir)
+    if spec.dataset == CUSTOM:
+        raw = custom.load(spec.data_dir, spec.image_size, spec.test_share, spec.seed)
+    else:
+        raw = sources.load(spec.dataset, spec.data_dir)
     rng = np.random.default_rng(spec.seed)
     c = spec.corruption
     if isinstance(c, (BadNets, Blended, DomainMark)) and raw.info.kind != "image":
@@ -331,7 +357,16 @@ def build(spec: ScenarioSpec | str) -> Scenario:
     class_names = raw.info.class_names
     k = len(class_names)
     truth = GroundTruth(original_labels=torch.from_numpy(y_train.copy()))
-    extra: dict = {}
+    extra: dict = {"names_train": [raw.names_train[i] for i in tr]} if raw.names_train else {}
+    if spec.known_bad:
+        if c is not None:
+            raise AttrexError("a known-bad list is the ground truth of data as it is: it cannot be combined with a "
+                              "planted corruption")
+        ids, correct = custom.known_bad(spec.known_bad, len(y_train), class_names, extra.get("names_train", ()))
+        truth.flipped_ids = torch.from_numpy(np.sort(ids))
+        if correct is not None:
+            known = correct >= 0
+            truth.original_labels[ids[known]] = torch.from_numpy(correct[known])
 
     if isinstance(c, Superclasses):
         groups = c.groups(k, rng)

@@ -72,6 +72,7 @@ class RawData:
     texts_train: list[str] = field(default_factory=list)
     texts_test: list[str] = field(default_factory=list)
     source: str = ""
+    names_train: list[str] = field(default_factory=list)  # a file name per training point (image folders)
 
 
 def dataset_info(name: str) -> DatasetInfo:

@@ -124,8 +124,9 @@ class FLIA:
     def __init__(self, trained: TrainedModel, x_test: torch.Tensor, target: int | None = None, subset: str = "all"):
         model = trained.model.eval()
         self.text = hasattr(model, "forward_embeddings")
-        if not trained.checkpoints:
-            raise AttrexError("FLIA needs the model's training checkpoints (IL is TracIn over them)")
+        if not trained.checkpoints or not trained.checkpoints_given:
+            raise AttrexError("FLIA needs the model's training checkpoints (IL is TracIn over them): this model came "
+                              "without them (pass its checkpoint folder)")
         self.trained, self.subset = trained, subset
         self.dtype = model.head.weight.dtype
         x_test = _one(x_test, "x_test", self.text, self.dtype)

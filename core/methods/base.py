@@ -214,6 +214,12 @@ class Attributor(ABC):
     def __init__(self, trained: TrainedModel, data: TrainingData, cache: Cache | None = None, **params: Any):
         if len(data.x) != len(data.y) or len(data) == 0:
             raise AttrexError(f"training data needs as many labels as inputs (got {len(data.x)} and {len(data.y)})")
+        if self.needs_checkpoints and not trained.checkpoints_given:
+            raise AttrexError(f"{self.name} sums over the model's training checkpoints, and this model came without "
+                              "them: pass its checkpoint folder (--checkpoints DIR with checkpoints.json)")
+        if self.retrains and not trained.retrainable:
+            raise AttrexError(f"{self.name} retrains the model on parts of the training set, and attrex does not know "
+                              "how this model was trained (it was loaded, not trained here)")
         self.trained = trained
         self.model = trained.model.eval()
         self.data = data

@@ -148,6 +148,9 @@ class TRAK(Attributor):
 
         p = self.hparams
         trained_models = [self.trained]
+        if p["models"] > 1 and not self.trained.retrainable:
+            raise AttrexError("an ensemble of several models trains the extra ones with the model's recipe, which "
+                              "attrex does not know for a loaded model: use models=1")
         for j in range(1, p["models"]):
             cfg = dataclasses.replace(self.trained.config, seed=self.trained.config.seed + j)
             report = (lambda f, msg, j=j: progress(0.0, f"ensemble model {j + 1}/{p['models']}: {msg}")) if progress else None

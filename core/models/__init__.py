@@ -1,6 +1,7 @@
 """Architectures and training with checkpoints."""
 
 from core.models.architectures import ARCHITECTURES, AttrexModel, build_model
+from core.models.custom import ModelSource
 from core.models.training import (
     DEFAULT_CONFIGS,
     Checkpoint,
@@ -12,10 +13,11 @@ from core.models.training import (
     load_state,
     predict,
     predict_proba,
+    recipe_of,
     train,
 )
 
 __all__ = [
-    "ARCHITECTURES", "AttrexModel", "build_model", "DEFAULT_CONFIGS", "Checkpoint", "TrainConfig",
+    "ARCHITECTURES", "AttrexModel", "build_model", "ModelSource", "recipe_of", "DEFAULT_CONFIGS", "Checkpoint", "TrainConfig",
     "TrainedModel", "default_config", "is_cached", "load_cached", "load_state", "predict", "predict_proba", "train",
 ]

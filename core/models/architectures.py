@@ -47,13 +47,15 @@ def penultimate(model: AttrexModel, x: torch.Tensor, batch: int = 500) -> torch.
 class SmallCNN(AttrexModel):
     """Two conv blocks and a 128-unit hidden layer, for 28×28 grey images (penultimate: 128)."""
 
-    def __init__(self, in_channels: int = 1, n_classes: int = 10, width: int = 16, hidden: int = 128, side: int = 28):
+    def __init__(self, in_channels: int = 1, n_classes: int = 10, width: int = 16, hidden: int = 128, side: int = 28,
+                 height: int | None = None):
         super().__init__()
+        height = side if height is None else height  # non-square images: side is the width
         self.extractor = nn.Sequential(
             nn.Conv2d(in_channels, width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
             nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
             nn.Flatten(),
-            nn.Linear(2 * width * (side // 4) ** 2, hidden), nn.ReLU(),
+            nn.Linear(2 * width * (height // 4) * (side // 4), hidden), nn.ReLU(),
         )
         self.head = nn.Linear(hidden, n_classes)
 
@@ -194,8 +196,8 @@ class TextClassifier(AttrexModel):
 
 # name -> (builder(input_shape, n_classes, vocab_size), data kind, description)
 ARCHITECTURES: dict[str, tuple[Callable[..., AttrexModel], str, str]] = {
-    "cnn": (lambda shape, k, v: SmallCNN(shape[0], k, side=shape[-1]), "image",
-            "small CNN: 2 conv blocks + 128-unit hidden layer (28×28 or 32×32 inputs)"),
+    "cnn": (lambda shape, k, v: SmallCNN(shape[0], k, side=shape[-1], height=shape[-2]), "image",
+            "small CNN: 2 conv blocks + 128-unit hidden layer (any size from 4×4)"),
     "mlp": (lambda shape, k, v: MLP(int(torch.Size(shape).numel()), k), "image",
             "MLP 128-64 (the Integrated Influence paper's)"),
     "logreg": (lambda shape, k, v: LogisticRegression(int(torch.Size(shape).numel()), k), "image",

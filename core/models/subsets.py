@@ -26,6 +26,7 @@ import torch
 from core.cache import Cache
 from core.data import Scenario
 from core.errors import AttrexError
+from core.models.custom import ModelSource
 from core.models.training import Progress, TrainConfig, TrainedModel, is_cached, resolve, train
 
 SEED_STRIDE = 1000
@@ -70,6 +71,9 @@ def train_subsets(scenario: Scenario, subsets: Sequence[torch.Tensor], config: T
     ``workers``: processes training the missing models at once (1: in this process). Progress
     counts models done. Returns the models in the order of ``subsets``.
     """
+    if isinstance(config, ModelSource):
+        raise AttrexError("this needs models retrained on parts of the training set, and attrex does not know how "
+                          "the loaded model was trained; it applies to models attrex trains")
     cache = cache or Cache()
     ids = [torch.as_tensor(s).nonzero().squeeze(1) if torch.as_tensor(s).dtype == torch.bool
            else torch.as_tensor(s, dtype=torch.int64) for s in subsets]

@@ -28,7 +28,9 @@ import torch.nn.functional as F
 from core.cache import Cache, CacheError, make_key
 from core.data.scenario import Scenario
 from core.errors import AttrexError
+from core.models import custom
 from core.models.architectures import ARCHITECTURE_VERSIONS, ARCHITECTURES, AttrexModel, build_model
+from core.models.custom import ModelSource
 
 # Part of every model's cache key: bump it when training changes what it produces. Each
 # architecture carries its own version in ARCHITECTURE_VERSIONS (bump on any change to it,
@@ -105,6 +107,16 @@ ARCH_DEFAULTS: dict[str, dict] = {  # what changes when another architecture is 
 NOT_INHERITED: dict[str, dict] = {"mnist": {"augment": "none", "final_lr_ratio": 0.1}}
 
 
+def recipe_of(scenario: Scenario) -> str:
+    """The data set whose default training ``scenario`` gets: its own, or for a person's own data the
+    built-in set it resembles (grey images: MNIST's, colour: CIFAR-10's, texts: AG News's)."""
+    if scenario.spec.dataset in DEFAULT_CONFIGS:
+        return scenario.spec.dataset
+    if scenario.kind == "text":
+        return "agnews"
+    return "mnist" if scenario.input_shape[0] == 1 else "cifar10"
+
+
 def default_config(dataset: str, arch: str | None = None, **overrides) -> TrainConfig:
     """The default training of ``dataset`` (for ``arch``, when another architecture is asked for).
 
@@ -145,6 +157,14 @@ class TrainedModel:
     key: str
     cache_status: str = "computed"
     cache_messages: list[str] = field(default_factory=list)
+    # False for a person's model loaded without checkpoints: its one "checkpoint" is the final weights,
+    # and methods that sum over checkpoints (TracIn, FLIA) refuse rather than pretend
+    checkpoints_given: bool = True
+
+    @property
+    def retrainable(self) -> bool:
+        """Whether attrex knows how this model was trained (its recipe), so it can train it again on other data."""
+        return isinstance(self.config, TrainConfig)
 
     @classmethod
     def wrap(cls, model: AttrexModel, key: str, config: TrainConfig | None = None,
@@ -178,6 +198,7 @@ class TrainedModel:
             "attack_success": self.attack_success,
             "train_seconds": round(self.train_seconds, 1),
             "epochs": self.config.epochs,
+            "checkpoints_given": self.checkpoints_given,
             "checkpoints": [{"epoch": c.epoch, "step": c.step, "lr": c.lr} for c in self.checkpoints],
             "cache": self.cache_status,
             "key": self.key,
@@ -326,8 +347,10 @@ def load_cached(scenario: Scenario, config: TrainConfig | None = None, cache: Ca
     return _train_or_load(scenario, config, None, cache, compute=False)
 
 
-def _train_or_load(scenario: Scenario, config: TrainConfig | None, progress: Progress | None, cache: Cache | None,
-                   compute: bool) -> TrainedModel | None:
+def _train_or_load(scenario: Scenario, config: TrainConfig | ModelSource | None, progress: Progress | None,
+                   cache: Cache | None, compute: bool) -> TrainedModel | None:
+    if isinstance(config, ModelSource):
+        return _load_source(scenario, config, progress)
     cfg = resolve(scenario, config)
     model = _new_model(scenario, cfg.arch, cfg.seed)  # the weights are replaced by the trained ones below
     cache = cache or Cache()
@@ -372,14 +395,51 @@ def _train_or_load(scenario: Scenario, config: TrainConfig | None, progress: Pro
                         key, art.status, art.messages)
 
 
-def is_cached(scenario: Scenario, config: TrainConfig | None = None, cache: Cache | None = None) -> bool:
-    """Whether :func:`train` would load this model from the cache rather than train it."""
+def _load_source(scenario: Scenario, source: ModelSource, progress: Progress | None) -> TrainedModel:
+    """A person's model (:mod:`core.models.custom`): built, loaded, split, checked, its accuracy measured."""
+    t0 = time.perf_counter()
+    if progress:
+        progress(0.0, f"loading {source.entry}")
+    net = custom.build_module(source.entry, scenario.n_classes)
+    model = custom.split(net, custom.read_state(source.weights), scenario.x_train[:16], scenario.n_classes,
+                         source.head_layer, source.features_layer)
+    final = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    listed = custom.read_checkpoints(source.checkpoints) if source.checkpoints else []
+    checkpoints = []
+    for i, (path, lr) in enumerate(listed):
+        state = model.state_from_net(custom.read_state(path))
+        try:
+            load_state(copy.deepcopy(model), state)
+        except AttrexError as exc:
+            raise AttrexError(f"checkpoint {path.name}: {exc}") from None
+        checkpoints.append(Checkpoint(i, i + 1, 0, lr, state))
+    checkpoints = checkpoints or [Checkpoint(0, 0, 0, 1.0, final)]
+    logits = predict(model, scenario.x_test)
+    history = [{"epoch": len(listed), "test_acc": (logits.argmax(1) == scenario.y_test).float().mean().item(),
+                "test_loss": F.cross_entropy(logits, scenario.y_test).item()}]
+    attack = None
+    if "triggered" in scenario.test_splits():
+        x_trig, target = scenario.test_split("triggered")
+        attack = (predict(model, x_trig).argmax(1) == target).float().mean().item()
+    if progress:
+        progress(1.0, "loaded")
+    return TrainedModel(model, source, checkpoints, history, attack, time.perf_counter() - t0,
+                        custom.source_key(source, scenario.fingerprint), "loaded",
+                        checkpoints_given=bool(listed))
+
+
+def is_cached(scenario: Scenario, config: TrainConfig | ModelSource | None = None, cache: Cache | None = None) -> bool:
+    """Whether :func:`train` would load this model (from the cache, or a person's files) rather than train it."""
+    if isinstance(config, ModelSource):
+        return True
     return (cache or Cache()).contains("model", cache_key(scenario, resolve(scenario, config)))
 
 
-def resolve(scenario: Scenario, config: TrainConfig | None = None) -> TrainConfig:
+def resolve(scenario: Scenario, config: TrainConfig | ModelSource | None = None) -> TrainConfig | ModelSource:
     """The config :func:`train` uses: the data set's default without one, and the scenario's seed where it has none."""
-    cfg = config or default_config(scenario.spec.dataset)
+    if isinstance(config, ModelSource):
+        return config
+    cfg = config or default_config(recipe_of(scenario))
     return cfg if cfg.seed is not None else replace(cfg, seed=scenario.spec.seed)
 
 
