@@ -271,6 +271,7 @@ def explain_record(scenario, trained, method, split: str, index: int, k: int, ta
             rec = {"rank": rank, "train_id": i, "score": s, "label": label, "label_name": names[label], "flags": f}
             if "flipped" in f:
                 rec["original_label"] = int(truth.original_labels[i])
+                rec["flag_text"] = truth.flip_text(i, names, label)
             out.append(rec)
         return out
 
@@ -376,7 +377,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         print(f"\n{title} (score {'> 0: support' if title == 'proponents' else '< 0: work against'} the explained class)")
         print(f"  {'rank':>4}  {'train id':>8}  {'score':>11}  label")
         for r in rec[title]:
-            flags = ", ".join(f if f != "flipped" else f"flipped from {r['original_label']}" for f in r["flags"])
+            flags = ", ".join(f if f != "flipped" else r["flag_text"] for f in r["flags"])
             name = "" if r["label_name"] == str(r["label"]) else f" ({r['label_name']})"
             extra = ""
             if "features" in r:

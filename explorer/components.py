@@ -126,7 +126,7 @@ def flags_markdown(sc: Scenario, i: int, flags: list[str]) -> str:
         text = FLAG_TEXT[f]
         if f in ("flipped", "poisoned"):
             was = sc.class_names[int(sc.truth.original_labels[i])]
-            text = f"flipped from {was}" if f == "flipped" else f"poisoned, was {was}"
+            text = sc.truth.flip_text(i, sc.class_names, int(sc.y_train[i])) if f == "flipped" else f"poisoned, was {was}"
         out.append(badge(text, GROUND_TRUTH_COLOURS[f]))
     return " ".join(out)
 

@@ -131,8 +131,8 @@ def _ranking(sc, trained, selection, scores: dict[str, np.ndarray]) -> None:
     if sc.kind == "text":
         table["text"] = [sc.texts_train[i][:160] for i in order]
     if flipped:
-        table["planted flip"] = ["flipped from " + names[int(sc.truth.original_labels[i])] if int(i) in flipped else ""
-                                 for i in order]
+        table["known bad" if sc.truth.flips_known else "planted flip"] = [
+            sc.truth.flip_text(int(i), names, int(sc.y_train[i])) if int(i) in flipped else "" for i in order]
     st.markdown("**Select rows** to export them or retrain without them (none selected: all shown).")
     event = st.dataframe(table, hide_index=True, on_select="rerun", selection_mode="multi-row", height=320,
                          key=f"{session.MISLABEL_TABLE}-{rank_by}-{shown}", width="stretch")

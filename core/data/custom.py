@@ -182,6 +182,8 @@ def _read_images(groups: list[list[Path]], size: tuple[int, int] | None, root: P
 def _read_texts(path: Path) -> tuple[list[str], list[str], list[str | None]]:
     """``(texts, labels as strings, split per row or None)`` of a CSV (header) or JSONL file."""
     rows: list[dict] = []
+    if not path.read_bytes().strip():
+        raise AttrexError(f"{path.name} is empty: it holds no rows")
     try:
         with open(path, newline="", encoding="utf-8") as fh:
             if path.suffix.lower() == ".csv":

@@ -122,12 +122,20 @@ class GroundTruth:
     subclass_test: torch.Tensor | None = None
     superclass_of: torch.Tensor | None = None
     subclass_names: tuple[str, ...] | None = None
+    flips_known: bool = False  # the flipped ids come from a person's known-bad list, not planted here
+
+    def flip_text(self, i: int, class_names, given: int) -> str:
+        """How training point ``i``'s flipped (or known-bad) label reads on a badge."""
+        was = int(self.original_labels[i])
+        if self.flips_known:
+            return "known bad" + (f" (correct: {class_names[was]})" if was != given else "")
+        return f"flipped from {class_names[was]}"
 
     def summary(self) -> dict:
         """A JSON-friendly description of what was planted."""
         out: dict = {}
         if self.flipped_ids is not None:
-            out["flipped"] = len(self.flipped_ids)
+            out["known_bad" if self.flips_known else "flipped"] = len(self.flipped_ids)
         if self.poisoned_ids is not None:
             out["poisoned"] = len(self.poisoned_ids)
             out["target_class"] = self.target_class
@@ -363,7 +371,7 @@ def build(spec: ScenarioSpec | str) -> Scenario:
             raise AttrexError("a known-bad list is the ground truth of data as it is: it cannot be combined with a "
                               "planted corruption")
         ids, correct = custom.known_bad(spec.known_bad, len(y_train), class_names, extra.get("names_train", ()))
-        truth.flipped_ids = torch.from_numpy(np.sort(ids))
+        truth.flipped_ids, truth.flips_known = torch.from_numpy(np.sort(ids)), True
         if correct is not None:
             known = correct >= 0
             truth.original_labels[ids[known]] = torch.from_numpy(correct[known])
