@@ -117,7 +117,9 @@ def _ranking(sc, trained, selection, method: str, r: dict, ranking: np.ndarray |
         hits = sum(int(i) in poisoned for i in flagged)
         st.markdown(f"**{hits} of {k}** flagged points are poisoned; {hits / len(poisoned):.0%} of the poison is "
                     "flagged.")
-        if st.button(f"Retrain without the {k} flagged points", width="stretch"):
+        if not trained.retrainable:
+            st.caption("Retraining needs the model's recipe, which attrex knows only for models it trained.")
+        elif st.button(f"Retrain without the {k} flagged points", width="stretch"):
             st.session_state[session.RETRAIN] = {"backdoor": (tuple(int(i) for i in flagged), ())}
         asked = st.session_state.get(session.RETRAIN, {}).get("backdoor")
         if asked:

@@ -52,7 +52,7 @@ def scenario_and_model(page: str) -> tuple[state.Selection, Scenario, TrainedMod
     """
     selection = pick_scenario()
     try:
-        sc = state.scenario(selection.scenario, selection.seed)
+        sc = state.scenario_of(selection)
     except AttrexError as exc:
         st.error(f"This scenario cannot be built: {exc}")
         st.stop()
@@ -60,7 +60,7 @@ def scenario_and_model(page: str) -> tuple[state.Selection, Scenario, TrainedMod
     trained = state.model_or_job(selection)
     if isinstance(trained, Job):
         cfg = selection.config
-        job_panel(trained, "Training", f"Training `{cfg.arch}` on **{selection.scenario}** ({cfg.epochs} epochs). "
+        job_panel(trained, "Training", f"Training `{cfg.arch}` on **{sc.spec.name}** ({cfg.epochs} epochs). "
                   "The model is cached on disk: next time it loads at once. Meanwhile you can pick another scenario "
                   "or page; this training goes on.")
         st.stop()

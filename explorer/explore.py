@@ -131,6 +131,8 @@ def _from_url(sc: Scenario) -> None:
 
 
 def _training_curve(trained: TrainedModel) -> None:
+    if not trained.retrainable:  # a model brought here: attrex did not see its training
+        return
     with st.expander("Training history"):
         h = trained.history
         epochs = [r["epoch"] for r in h]

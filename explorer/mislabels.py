@@ -143,6 +143,10 @@ def _ranking(sc, trained, selection, scores: dict[str, np.ndarray]) -> None:
     c1.download_button(f"Export {len(chosen)} as CSV", csv, file_name=f"attrex-{sc.spec.name}-suspects.csv",
                        mime="text/csv", width="stretch")
     suggested = tuple((i, int(pred[i])) for i in chosen)
+    if not trained.retrainable:
+        c2.caption("Retraining needs the model's recipe, which attrex knows only for models it trained: export the "
+                   "list and retrain your model with your own.")
+        return
     if c2.button(f"Retrain without these {len(chosen)}", width="stretch"):
         st.session_state[session.RETRAIN] = {"mislabels": (tuple(chosen), ())}
     if c3.button("Retrain with them relabelled", width="stretch",

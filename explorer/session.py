@@ -14,6 +14,10 @@ import streamlit as st
 # the sidebar
 SCENARIO = "scenario"
 SEED = "seed"
+SOURCE = "data-source"         # built-in scenario or your own data
+OWN_FORM = "own-form"
+OWN_SELECTION = "own-selection"  # the last of your own data and model that loaded (a Selection)
+OWN_ERROR = "own-error"
 # the attribution panel
 METHODS = "methods"
 EXPLAIN = "explain"
@@ -49,6 +53,11 @@ COMPARE_B = "compare-b"
 # the Cache page
 CACHE_CONFIRM = "cache-confirm"
 CACHE_KIND = "cache-kind"
+
+
+def own(field: str) -> str:
+    """The key of a field of the sidebar's "Your data" form."""
+    return f"own-{field}"
 
 
 def url_read(scenario: str) -> str:

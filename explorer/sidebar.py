@@ -2,24 +2,41 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import streamlit as st
 
 from core.data import DATASETS, DEFAULT_SCENARIO, PRESETS
+from core.data.scenario import CUSTOM
+from core.errors import AttrexError
 from core.models import ARCHITECTURES, TrainedModel, default_config
-from explorer import session
+from explorer import session, state
 from explorer.state import Selection
+
+SOURCES = ("Built-in scenario", "Your data")
 
 
 def pick_scenario() -> Selection:
+    """A built-in scenario or a person's own data and model, from the sidebar."""
+    with st.sidebar:
+        st.markdown("### attrex")
+        source = st.radio("Data", SOURCES, horizontal=True, key=session.SOURCE, label_visibility="collapsed",
+                          index=1 if st.query_params.get("scenario") == CUSTOM else 0)
+    if source == SOURCES[1]:
+        return _your_data()
+    return _preset()
+
+
+def _preset() -> Selection:
     """Scenario, seed and training options from the sidebar (the scenario is mirrored in the URL)."""
     names = list(PRESETS)
     wanted = st.query_params.get("scenario", DEFAULT_SCENARIO)
-    if wanted not in PRESETS:
+    if wanted not in PRESETS and wanted != CUSTOM:
         st.sidebar.warning(f"The link names an unknown scenario; showing {DEFAULT_SCENARIO}. It named:")
         st.sidebar.text(str(wanted)[:120])  # plain text: a link's content is never rendered as Markdown
         wanted = DEFAULT_SCENARIO
+    wanted = DEFAULT_SCENARIO if wanted == CUSTOM else wanted
     with st.sidebar:
-        st.markdown("### attrex")
         name = st.selectbox(
             "Scenario", names, index=names.index(wanted), key=session.SCENARIO,
             help="A data set, perhaps with something planted in it: flipped labels, a backdoor trigger, a mark.",
@@ -46,17 +63,108 @@ def pick_scenario() -> Selection:
     return Selection(name, seed, cfg)
 
 
+def _your_data() -> Selection:
+    """Paths on the server's machine to a person's data and (optionally) model, checked before anything runs.
+
+    A submission that fails (a missing file, unreadable data, a model that does not fit) is
+    reported and changes nothing: the last one that loaded stays in use.
+    """
+    if st.query_params.get("scenario") != CUSTOM:
+        st.query_params.clear()  # paths stay out of links; a link to "custom" opens this form
+        st.query_params["scenario"] = CUSTOM
+    with st.sidebar, st.form(session.OWN_FORM, border=False):
+        data = st.text_input("Data path", key=session.own("data"), placeholder="/data/my-images",
+                             help="An image folder (one sub-folder per class; train/ and test/ optional), a .csv or "
+                                  ".jsonl of texts (columns text, label, optional split) or a .npz of arrays. A path "
+                                  "on the machine running attrex.")
+        cols = st.columns(2)
+        size = cols[0].text_input("Image size", key=session.own("size"), placeholder="HxW", help="Resize every image (needed when sizes differ)")
+        share = cols[1].number_input("Test share", key=session.own("share"), min_value=0.05, max_value=0.9, value=0.2, step=0.05,
+                                     help="Held out as the test split where the data has none")
+        known = st.text_input("Known-bad list (optional)", key=session.own("known"), placeholder="bad.csv",
+                              help="A CSV of training points known to be mislabelled (column id or path, optional "
+                                   "label): the Mislabels and Evaluate pages score methods against it.")
+        seed = int(st.number_input("Seed", min_value=0, max_value=1_000_000, value=0, step=1, key=session.own("seed"),
+                                   help="Seeds the held-out split and, when attrex trains the model, the training."))
+        st.markdown("**Your model** (leave empty: attrex trains its default architecture)")
+        entry = st.text_input("Model entry point", key=session.own("entry"), placeholder="package.module:build or /path/net.py:build",
+                              help="A function returning an nn.Module (called with n_classes= if it takes it)")
+        weights = st.text_input("Weights", key=session.own("weights"), placeholder="final.safetensors or state_dict.pt")
+        ckpts = st.text_input("Checkpoints folder (optional)", key=session.own("ckpts"), placeholder="ckpts/ with checkpoints.json",
+                              help='checkpoints.json lists {"file": ..., "lr": ...} in training order; TracIn, GAS '
+                                   "and FLIA need them.")
+        cols = st.columns(2)
+        features = cols[0].text_input("Features layer", key=session.own("features"), placeholder="auto", help="Only where attrex cannot split "
+                                      "the model itself: the layer whose flattened output feeds the head")
+        head = cols[1].text_input("Head layer", key=session.own("head"), placeholder="auto", help="The last nn.Linear (found by attrex)")
+        submitted = st.form_submit_button("Load", type="primary", key=session.own("load"))
+    if submitted:
+        try:
+            selection = own_selection(data, size, share, known, seed, entry, weights, ckpts, features, head)
+            st.session_state[session.OWN_SELECTION], st.session_state[session.OWN_ERROR] = selection, None
+        except AttrexError as exc:
+            st.session_state[session.OWN_ERROR] = str(exc)
+    if st.session_state.get(session.OWN_ERROR):
+        kept = st.session_state.get(session.OWN_SELECTION)
+        st.sidebar.error(st.session_state[session.OWN_ERROR] +
+                         (f" Still showing {kept.scenario}." if kept else ""))
+    selection = st.session_state.get(session.OWN_SELECTION)
+    if selection is None:
+        st.title("Your data")
+        st.markdown("Enter the path of your data in the sidebar, and your model's if you have one, then press "
+                    "**Load**. Everything is checked before anything runs. Without a model attrex trains its "
+                    "default architecture for the data (cached on disk). The README's *Your own data and model* "
+                    "section shows the layouts.")
+        st.stop()
+    return selection
+
+
+def own_selection(data: str, size: str, share: float, known: str, seed: int, entry: str, weights: str,
+                  ckpts: str, features: str, head: str) -> Selection:
+    """The sidebar's form as a :class:`Selection`, with the data built and the model loaded (or its training
+    recipe chosen); raises :class:`AttrexError` on anything wrong, before anything is kept."""
+    from core.data import ScenarioSpec
+    from core.models import ModelSource, recipe_of
+
+    data, size, known, entry, weights, ckpts = (v.strip() for v in (data, size, known, entry, weights, ckpts))
+    if not data:
+        raise AttrexError("Enter the path of your data.")
+    image_size = None
+    if size:
+        h, sep, w = size.lower().partition("x")
+        if not h.strip().isdigit() or (sep and not w.strip().isdigit()):
+            raise AttrexError(f"Image size takes HxW (e.g. 32x32); got {size!r}.")
+        image_size = (int(h), int(w if sep else h))
+    spec = ScenarioSpec(dataset=CUSTOM, data_dir=data, seed=seed, image_size=image_size, test_share=float(share),
+                        known_bad=known or None, name=f"custom:{Path(data).name}", description=f"your data at {data}")
+    sc = state.scenario_of(Selection(spec.name, seed, None, spec))  # builds (and checks) the data once
+    if entry or weights or ckpts or features.strip() or head.strip():
+        if not (entry and weights):
+            raise AttrexError("Your model needs both its entry point and its weights.")
+        config = ModelSource(entry, weights, ckpts or None, features.strip() or None, head.strip() or None)
+    else:
+        config = default_config(recipe_of(sc), seed=seed)
+    selection = Selection(spec.name, seed, config, spec)
+    if isinstance(config, ModelSource):
+        state.model_or_job(selection)  # loads and checks the model now: a failure is reported at once
+    return selection
+
+
 def model_status(trained: TrainedModel) -> None:
     """Accuracy, attack success and provenance of the model in use."""
     with st.sidebar:
         st.divider()
-        st.markdown(f"**Model** · `{trained.config.arch}`")
+        st.markdown(f"**Model** · `{trained.config.arch}`" + (" (yours)" if not trained.retrainable else ""))
         cols = st.columns(2)
         cols[0].metric("Test accuracy", f"{trained.test_accuracy:.1%}")
         if trained.attack_success is not None:
             cols[1].metric("Attack success", f"{trained.attack_success:.1%}",
                            help="Share of triggered test inputs classified as the backdoor target.")
-        st.caption(f"{trained.config.epochs} epochs, {len(trained.checkpoints)} checkpoints · trained in "
-                   f"{trained.train_seconds:.0f} s, kept in the disk cache")
+        if not trained.retrainable:
+            st.caption(f"{len(trained.checkpoints)} checkpoints" if trained.checkpoints_given else
+                       "no checkpoints: TracIn, GAS and FLIA need them")
+        else:
+            st.caption(f"{trained.config.epochs} epochs, {len(trained.checkpoints)} checkpoints · trained in "
+                       f"{trained.train_seconds:.0f} s, kept in the disk cache")
         for msg in trained.cache_messages:
             st.warning(msg)

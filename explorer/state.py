@@ -18,29 +18,39 @@ import numpy as np
 import streamlit as st
 
 from core.cache import Cache
-from core.data import Scenario, build, get_spec
+from core.data import Scenario, ScenarioSpec, build, get_spec
 from core.errors import AttrexError
 from core.evaluation import Settings, evaluate, load_tensors
 from core.features import FLIA, dualview_lrp, flia
 from core.jobs import Job, JobRunner, in_process
 from core.methods import Attributor, TrainingData, create
 from core.methods.base import fit_for
-from core.models import TrainConfig, TrainedModel, load_cached, predict_proba, train
+from core.models import ModelSource, TrainConfig, TrainedModel, load_cached, predict_proba, train
 from explorer import session
 
 
 @dataclass(frozen=True)
 class Selection:
-    """What the sidebar chose: a preset, its seed, and how to train its model."""
+    """What the sidebar chose: a preset and its seed (or ``spec``, a person's own data), and how to train
+    its model (or ``ModelSource``, the person's own model, loaded)."""
 
     scenario: str
     seed: int
-    config: TrainConfig
+    config: TrainConfig | ModelSource
+    spec: ScenarioSpec | None = None
+
+    def scenario_spec(self) -> ScenarioSpec:
+        return self.spec or get_spec(self.scenario, seed=self.seed)
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)
-def scenario(name: str, seed: int) -> Scenario:
-    return build(get_spec(name, seed=seed))
+def _built(spec: ScenarioSpec) -> Scenario:
+    return build(spec)
+
+
+def scenario_of(selection: Selection) -> Scenario:
+    """The selection's scenario, built once per process."""
+    return _built(selection.scenario_spec())
 
 
 class _NotCached(Exception):
@@ -50,7 +60,7 @@ class _NotCached(Exception):
 @st.cache_resource(show_spinner=False, max_entries=6)
 def _cached_model(selection: Selection) -> TrainedModel:
     """The model if the disk cache holds it sound (read and checked once per process)."""
-    model = load_cached(scenario(selection.scenario, selection.seed), selection.config)
+    model = load_cached(scenario_of(selection), selection.config)
     if model is None:
         raise _NotCached
     return model
@@ -98,7 +108,7 @@ def model_or_job(selection: Selection) -> TrainedModel | Job:
 
     A damaged cache entry goes through the same queue (the job retrains it, with progress).
     """
-    sc = scenario(selection.scenario, selection.seed)
+    sc = scenario_of(selection)
 
     return runner().run_or_job(
         ("train", selection), f"training {selection.config.arch} on {selection.scenario}",
@@ -122,7 +132,7 @@ def test_input(selection: Selection, split: str, row: int):
     input kept in the session under its digest ``row``."""
     if split == CUSTOM:
         return st.session_state[session.CUSTOM_INPUTS][row]
-    return scenario(selection.scenario, selection.seed).test_split(split)[0][row]
+    return scenario_of(selection).test_split(split)[0][row]
 
 
 def method_key(name: str, params: dict) -> tuple:
@@ -132,7 +142,7 @@ def method_key(name: str, params: dict) -> tuple:
 @st.cache_resource(show_spinner=False, max_entries=12)
 def _cached_method(selection: Selection, name: str, params: tuple, _trained: TrainedModel) -> Attributor:
     """A fitted method whose precompute the disk cache holds sound (``_trained`` is the selection's model)."""
-    sc = scenario(selection.scenario, selection.seed)
+    sc = scenario_of(selection)
     method = create(name, _trained, TrainingData.of(sc), **dict(params))
     if not method.fit_cached():
         raise _NotCached
@@ -141,12 +151,12 @@ def _cached_method(selection: Selection, name: str, params: tuple, _trained: Tra
 
 def check_method(selection: Selection, trained: TrainedModel, name: str, params: dict) -> None:
     """Raise :class:`AttrexError` if the method cannot be built with ``params`` for this model (nothing is fitted)."""
-    create(name, trained, TrainingData.of(scenario(selection.scenario, selection.seed)), **params)
+    create(name, trained, TrainingData.of(scenario_of(selection)), **params)
 
 
 def method_or_job(selection: Selection, trained: TrainedModel, name: str, params: dict) -> Attributor | Job:
     """The fitted method (from the disk cache) or the background :class:`Job` precomputing it."""
-    sc = scenario(selection.scenario, selection.seed)
+    sc = scenario_of(selection)
     method = create(name, trained, TrainingData.of(sc), **params)  # checks the parameters at once
     key = method_key(name, params)
 
@@ -171,7 +181,7 @@ def top_k(selection: Selection, key: tuple, split: str, row: int, target: int | 
 @st.cache_data(show_spinner=False, max_entries=32)
 def probabilities(selection: Selection, split: str, _trained: TrainedModel) -> np.ndarray:
     """Class probabilities ``[n, n_classes]`` of a test split of the selection's model (which it determines)."""
-    x, _ = scenario(selection.scenario, selection.seed).test_split(split)
+    x, _ = scenario_of(selection).test_split(split)
     return predict_proba(_trained.model, x).numpy()
 
 
@@ -179,7 +189,7 @@ def probabilities(selection: Selection, split: str, _trained: TrainedModel) -> n
 def flia_pair(selection: Selection, split: str, row: int, train_id: int, target: int,
               _trained: TrainedModel, direction: str = "descent") -> dict[str, np.ndarray]:
     """FLIA of training point ``train_id`` for test sample ``row`` of ``split`` (disk-cached by :func:`core.features.flia`)."""
-    sc = scenario(selection.scenario, selection.seed)
+    sc = scenario_of(selection)
     t0 = time.perf_counter()
     r = flia(_trained, sc.x_train[train_id], int(sc.y_train[train_id]), test_input(selection, split, row), target,
              direction=direction)
@@ -191,7 +201,7 @@ def flia_pair(selection: Selection, split: str, row: int, train_id: int, target:
 def flia_texts(selection: Selection, split: str, row: int, train_ids: tuple[int, ...], target: int,
                _trained: TrainedModel) -> np.ndarray:
     """FLIA token scores ``[len(train_ids), L]`` of training texts for a test text, in one batched run."""
-    sc = scenario(selection.scenario, selection.seed)
+    sc = scenario_of(selection)
     ids = list(train_ids)
     return FLIA(_trained, test_input(selection, split, row), target).run(sc.x_train[ids], sc.y_train[ids]).heatmap.numpy()
 
@@ -212,7 +222,7 @@ def evaluation_or_job(selection: Selection, trained: TrainedModel, methods: tupl
                       settings: Settings | None = None) -> dict | Job:
     """The evaluation of ``methods`` on ``tasks`` (:func:`core.evaluation.evaluate`): read at once if the disk
     cache holds every result, else a background :class:`Job` computing what is missing, with progress."""
-    sc = scenario(selection.scenario, selection.seed)
+    sc = scenario_of(selection)
     settings = settings or Settings()
     return runner().run_or_job(
         ("evaluate", selection, methods, tasks, settings), f"evaluating {len(methods)} method(s)",
@@ -223,7 +233,7 @@ def evaluation_or_job(selection: Selection, trained: TrainedModel, methods: tupl
 def cached_evaluation(selection: Selection, trained: TrainedModel, methods: tuple[str, ...], tasks: tuple[str, ...],
                       settings: Settings) -> dict | None:
     """The evaluation if the disk cache holds every result (nothing is computed), else ``None``."""
-    sc = scenario(selection.scenario, selection.seed)
+    sc = scenario_of(selection)
     return evaluate(sc, trained, list(methods), list(tasks), settings, compute=False)
 
 
@@ -231,7 +241,10 @@ def retrain_or_job(selection: Selection, drop: tuple[int, ...] = (), relabel: tu
                    ) -> TrainedModel | Job:
     """The selection's model retrained without the training points ``drop`` and with ``relabel``'s
     ``(id, label)`` pairs applied, with the same recipe (cached on disk like any model)."""
-    sc = scenario(selection.scenario, selection.seed)
+    if not isinstance(selection.config, TrainConfig):
+        raise AttrexError("attrex does not know how this model was trained (you brought it), so it cannot train it "
+                          "again; export the list and retrain it with your own recipe")
+    sc = scenario_of(selection)
     if relabel:
         sc = sc.relabel([i for i, _ in relabel], [y for _, y in relabel])
     if drop:
@@ -253,14 +266,14 @@ def self_scores(selection: Selection, key: tuple, _method: Attributor) -> np.nda
 @st.cache_data(show_spinner=False, max_entries=16)
 def train_probabilities(selection: Selection, _trained: TrainedModel) -> np.ndarray:
     """Class probabilities ``[n_train, n_classes]`` of the training points under the selection's model."""
-    return predict_proba(_trained.model, scenario(selection.scenario, selection.seed).x_train).numpy()
+    return predict_proba(_trained.model, scenario_of(selection).x_train).numpy()
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def evaluation_ranking(selection: Selection, _trained: TrainedModel, method: str, task: str,
                        settings: Settings) -> np.ndarray | None:
     """The per-training-point ranking an evaluation kept (mean score over triggered samples, self-scores), if cached."""
-    sc = scenario(selection.scenario, selection.seed)
+    sc = scenario_of(selection)
     m = create(method, _trained, TrainingData.of(sc))  # only its cache key is needed: nothing is fitted
     tensors = load_tensors(sc, _trained, m, task, settings)
     return None if tensors is None else tensors["ranking"].numpy()
@@ -269,5 +282,5 @@ def evaluation_ranking(selection: Selection, _trained: TrainedModel, method: str
 @st.cache_data(show_spinner=False, max_entries=32)
 def score_rows(selection: Selection, key: tuple, rows: tuple[int, ...], _method: Attributor) -> np.ndarray:
     """A fitted method's scores ``[len(rows), n_train]`` for clean test rows, each explained for its predicted class."""
-    x = scenario(selection.scenario, selection.seed).x_test[list(rows)]
+    x = scenario_of(selection).x_test[list(rows)]
     return _method.scores(x).numpy()

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import torch
 import torchvision
+from _userdata import image_folder, user_model
 from PIL import Image
 from safetensors.torch import load_file
 from torch import nn
 
-from _userdata import image_folder, user_model
 from core.data import ScenarioSpec, build
 from core.data.scenario import CUSTOM
 from core.errors import AttrexError

@@ -175,3 +175,54 @@ def test_typing_a_text_explains_it_like_a_test_sample(small):
     assert "of your input; positive" in texts(at)  # the method's proponents and opponents of the typed text
     at.button[[b.label for b in at.button].index("Back to the test samples")].click().run()
     assert "Your input" not in texts(at) and "Test #0" in texts(at)
+
+
+def test_your_data_in_the_sidebar_loads_a_model_explains_and_refuses_bad_paths(tmp_path):
+    """A person's image folder and model (paths typed in the sidebar): Explore explains a test sample with
+    the default method on their checkpoints; the Mislabels page scores against their known-bad list; a
+    wrong path is reported and the loaded data stays."""
+    from _userdata import image_folder, user_model
+
+    from core.data import ScenarioSpec
+    from core.models import ModelSource
+
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    folder = image_folder(tmp_path / "digits", per_class=12)
+    sc = build(ScenarioSpec(dataset="custom", data_dir=str(folder)))
+    files = user_model(tmp_path / "model", sc.x_train, sc.y_train)
+    (tmp_path / "bad.csv").write_text("id\n1\n5\n9\n")
+
+    at = AppTest.from_file(APP, default_timeout=240)
+    at.session_state["data-source"] = "Your data"
+    at.run()
+    assert not at.exception and at.title[0].value == "Your data"
+    for field, value in [("data", folder), ("entry", f"{files['module']}:build"), ("weights", files["weights"]),
+                         ("ckpts", files["checkpoints"]), ("known", tmp_path / "bad.csv")]:
+        at.text_input(key=f"own-{field}").input(str(value))
+    at.button(key="own-load").click().run()
+    wait_for_jobs(at)
+    assert at.title[0].value == "Explore · custom:digits · seed 0"
+    assert "**Model** · `" in texts(at) and "(yours)" in texts(at) and "3 checkpoints" in texts(at)
+    trained = train(sc, ModelSource(f"{files['module']}:build", str(files["weights"]), str(files["checkpoints"])))
+    method = create("tracin-rp", trained, TrainingData.of(sc)).fit()
+    first = int(method.top_k(sc.x_test[:1], k=8).proponents[0, 0])
+    assert f"**#{first}** · digit{int(sc.y_train[first])}" in texts(at)  # the top proponent's card, derived here
+
+    at.switch_page("views/mislabels.py").run()
+    wait_for_jobs(at)
+    table = at.dataframe[0].value
+    truth = torch.tensor([1, 5, 9])
+    loss = create("loss", trained, TrainingData.of(sc)).fit().self_scores()
+    row = table[table["method"] == "Training loss"].iloc[0]
+    assert row.AUROC == pytest.approx(mislabel.auroc(loss, truth), abs=1e-9)
+    assert not any(b.label.startswith("Retrain") for b in at.button)  # attrex does not know the model's recipe
+    assert "Retraining needs the model's recipe" in texts(at)
+
+    at.text_input(key="own-data").input(str(tmp_path / "nowhere"))
+    at.button(key="own-load").click().run()
+    assert not at.exception
+    assert "does not exist" in " ".join(e.value for e in at.sidebar.error)
+    assert "Still showing custom:digits" in " ".join(e.value for e in at.sidebar.error)
+    st.cache_resource.clear()
+    st.cache_data.clear()
