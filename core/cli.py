@@ -177,6 +177,11 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     if args.merge is not None and args.merge < 1:
         raise AttrexError(f"--merge takes the number of shards N (a positive integer); got {args.merge}")
     shard = _parse_shard(args.shard) if args.shard is not None else None
+    ray = args.executor == "ray"
+    if ray and (not args.method or shard or args.merge is not None):
+        raise AttrexError("--executor ray needs --method and runs every shard itself (no --shard or --merge)")
+    if not ray and (args.address or args.shards or args.workers):
+        raise AttrexError("--address, --shards and --workers go with --executor ray")
     scenario, trained = _load(args)
     spec = scenario.spec
     result = {
@@ -190,9 +195,23 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     }
     if args.method:
         method = _make_method(args, scenario, trained)
-        out = _fit_method(method, args.quiet, shard=shard, merge=args.merge)
+        if ray:
+            from core.distributed import precompute
+
+            bar, progress = _progress_bar(f"precompute {method.name} on Ray", args.quiet)
+            try:
+                method, reports = precompute(method, scenario.spec, trained.config, shards=args.shards,
+                                             address=args.address, workers=args.workers, progress=progress)
+            finally:
+                bar.close()
+            out = None
+        else:
+            out = _fit_method(method, args.quiet, shard=shard, merge=args.merge)
         record = {"name": method.name, "params": method.hparams}
-        if shard:
+        if ray:
+            record.update(executor="ray", fit_seconds=method.fit_seconds, cache=method.fit_status,
+                          shards=[vars(r) for r in reports])
+        elif shard:
             start, stop = method.shard_rows(*shard, len(scenario.y_train))
             record.update(shard=f"{shard[0]}/{shard[1]}", rows=[start, stop], cache=out.status,
                           missing_shards=method.missing_shards(shard[1]))
@@ -222,7 +241,14 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     print(f"{origin}")
     if "method" in result:
         r = result["method"]
-        if "shard" in r:
+        if "executor" in r:
+            done = [x for x in r["shards"]]
+            print(f"method        {r['name']} precomputed on Ray: {len(done)} shard task(s) run "
+                  f"(the others were cached), merged in {r['fit_seconds']:.1f} s")
+            for x in done:
+                print(f"  shard {x['shard']} rows {x['rows'][0]}:{x['rows'][1]} on {x['host']} (pid {x['pid']}): "
+                      f"{x['seconds']:.1f} s, peak memory {x['peak_rss_mb']:.0f} MB")
+        elif "shard" in r:
             left = r["missing_shards"]
             print(f"method        {r['name']}: shard {r['shard']} (rows {r['rows'][0]}:{r['rows'][1]}) {r['cache']}; "
                   + (f"shards still missing: {left}" if left else f"all shards done: run with --merge {shard[1]}"))
@@ -482,6 +508,11 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--shard", metavar="I/N", help="precompute only shard I of N of the training set (one per process "
                    "or machine, sharing the cache folder), then merge with --merge N")
     p.add_argument("--merge", type=int, metavar="N", help="merge the N cached shards into the full precompute")
+    p.add_argument("--executor", choices=("local", "ray"), default="local", help="ray: run the method's shards as "
+                   "Ray tasks (pip install \"attrex[distributed]\"), then merge them (default: local, one process)")
+    p.add_argument("--address", help="the Ray cluster to use (ray start --head prints it; default: start a local one)")
+    p.add_argument("--shards", type=int, help="number of shards (default: the Ray cluster's CPUs)")
+    p.add_argument("--workers", type=int, help="CPUs of the local Ray instance (default: this machine's)")
     p.set_defaults(func=cmd_prepare)
 
     p = sub.add_parser("methods", help="list the attribution methods with their parameters, defaults and ranges")
