@@ -290,6 +290,27 @@ def test_without_checkpoints_methods_that_need_them_say_so_and_the_rest_run(scen
     assert scores.shape == (2, len(scenario.y_train)) and torch.isfinite(scores).all()
 
 
+def test_every_method_runs_on_a_loaded_model_or_says_why_not(scenario, source):
+    """Each registered method on the person's model and data: scores of the right shape and finite, a
+    self-score per training point where it has one, or (cleanlab, which retrains) a refusal saying why."""
+    from core.methods import REGISTRY
+
+    trained = train(scenario, source)
+    data, x = TrainingData.of(scenario), scenario.x_test[:2]
+    for name, cls in REGISTRY.items():
+        if cls.retrains:
+            with pytest.raises(AttrexError, match="retrains the model"):
+                create(name, trained, data)
+            continue
+        method = create(name, trained, data).fit()
+        if cls.per_test:
+            s = method.scores(x)
+            assert s.shape == (2, len(scenario.y_train)) and torch.isfinite(s).all(), name
+        if cls.self_influence:
+            self_scores = method.self_scores()
+            assert self_scores.shape == (len(scenario.y_train),) and torch.isfinite(self_scores).all(), name
+
+
 # ----------------------------------------------------------------------------- CLI
 
 
