@@ -19,7 +19,7 @@ from pathlib import Path
 
 from core.cache import Cache
 from core.data import PRESETS, ScenarioSpec, build, get_spec
-from core.data.scenario import CUSTOM
+from core.data.scenario import custom_spec
 from core.data.sources import download
 from core.errors import AttrexError
 from core.models import ARCHITECTURES, ModelSource, default_config, recipe_of, train
@@ -97,18 +97,9 @@ def _spec(args: argparse.Namespace) -> ScenarioSpec:
         return get_spec(args.scenario, seed=args.seed, data_dir=args.data_dir, n_train=args.n_train, n_test=args.n_test)
     if args.data_dir or getattr(args, "download", False):
         raise AttrexError("--data-dir and --download are for the presets' full data sets; your own data is --data PATH")
-    name = Path(args.data).expanduser().name
-    return ScenarioSpec(dataset=CUSTOM, data_dir=args.data, seed=args.seed or 0, n_train=args.n_train,
-                        n_test=args.n_test, name=f"custom:{name}", description=f"your data at {args.data}",
-                        image_size=_parse_size(args.image_size) if args.image_size else None,
-                        test_share=0.2 if args.test_share is None else args.test_share, known_bad=args.known_bad)
-
-
-def _parse_size(text: str) -> tuple[int, int]:
-    h, sep, w = text.lower().partition("x")
-    if not h.strip().isdigit() or (sep and not w.strip().isdigit()):
-        raise AttrexError(f"--image-size takes HxW (e.g. 32x32) or one side for a square; got {text!r}")
-    return int(h), int(w if sep else h)
+    return custom_spec(args.data, seed=args.seed or 0, image_size=args.image_size,
+                       test_share=0.2 if args.test_share is None else args.test_share, known_bad=args.known_bad,
+                       n_train=args.n_train, n_test=args.n_test)
 
 
 def _model_config(args: argparse.Namespace, scenario):

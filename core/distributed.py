@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import os
 import resource
+import socket
 import sys
 import time
 from collections.abc import Callable
@@ -81,14 +82,15 @@ def run_shard(spec, config, name: str, params: dict, shard: int, n: int, cache_r
     trained = train(scenario, config, cache=cache)
     method = create(name, trained, TrainingData.of(scenario), cache=cache, **params)
 
-    def progress(fraction: float, message: str) -> None:
-        if reporter is not None:
+    last = [0.0]
+
+    def progress(fraction: float, message: str) -> None:  # at most twice a second: each report is a message to the actor
+        if reporter is not None and (fraction >= 1 or time.perf_counter() - last[0] >= POLL_SECONDS):
+            last[0] = time.perf_counter()
             reporter.report.remote(shard, fraction, message)
 
     art = method.fit_shard(shard, n, progress)
     progress(1.0, "done")
-    import socket
-
     return ShardReport(shard, tuple(method.shard_rows(shard, n, len(scenario.y_train))), art.status,
                        time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                        socket.gethostname(), os.getpid())

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import streamlit as st
 
 from core.data import DATASETS, DEFAULT_SCENARIO, PRESETS
-from core.data.scenario import CUSTOM
+from core.data.scenario import CUSTOM, custom_spec
 from core.errors import AttrexError
 from core.models import ARCHITECTURES, TrainedModel, default_config
 from explorer import session, state
@@ -123,20 +121,12 @@ def own_selection(data: str, size: str, share: float, known: str, seed: int, ent
                   ckpts: str, features: str, head: str) -> Selection:
     """The sidebar's form as a :class:`Selection`, with the data built and the model loaded (or its training
     recipe chosen); raises :class:`AttrexError` on anything wrong, before anything is kept."""
-    from core.data import ScenarioSpec
     from core.models import ModelSource, recipe_of
 
     data, size, known, entry, weights, ckpts = (v.strip() for v in (data, size, known, entry, weights, ckpts))
     if not data:
         raise AttrexError("Enter the path of your data.")
-    image_size = None
-    if size:
-        h, sep, w = size.lower().partition("x")
-        if not h.strip().isdigit() or (sep and not w.strip().isdigit()):
-            raise AttrexError(f"Image size takes HxW (e.g. 32x32); got {size!r}.")
-        image_size = (int(h), int(w if sep else h))
-    spec = ScenarioSpec(dataset=CUSTOM, data_dir=data, seed=seed, image_size=image_size, test_share=float(share),
-                        known_bad=known or None, name=f"custom:{Path(data).name}", description=f"your data at {data}")
+    spec = custom_spec(data, seed=seed, image_size=size or None, test_share=float(share), known_bad=known or None)
     sc = state.scenario_of(Selection(spec.name, seed, None, spec))  # builds (and checks) the data once
     if entry or weights or ckpts or features.strip() or head.strip():
         if not (entry and weights):

@@ -356,7 +356,7 @@ def test_cli_prepares_explains_and_evaluates_your_own_model(folder, files, scena
     (["--data", "{data}", "--model", "usernet:build"], "--model needs --weights"),
     (["--data", "{data}", "--scenario", "mnist"], "--scenario PRESET or --data PATH"),
     (["--scenario", "mnist", "--image-size", "10x10"], "--image-size applies to your own data"),
-    (["--data", "{data}", "--image-size", "ten"], "--image-size takes HxW"),
+    (["--data", "{data}", "--image-size", "ten"], "an image size is HxW"),
     (["--data", "{data}", "--model", "usernet:build", "--weights", "w.pt"], "does not exist"),
 ])
 def test_cli_rejects_inconsistent_own_data_flags(folder, args, message, tmp_path):

@@ -67,6 +67,14 @@ def load(path: str | Path, image_size: tuple[int, int] | None = None, test_share
     return raw
 
 
+def parse_size(text: str) -> tuple[int, int]:
+    """``"HxW"`` (or ``"S"`` for a square) as ``(H, W)``."""
+    h, sep, w = text.strip().lower().partition("x")
+    if not h.strip().isdigit() or (sep and not w.strip().isdigit()):
+        raise AttrexError(f"an image size is HxW (e.g. 32x32) or one side for a square; got {text!r}")
+    return int(h), int(w if sep else h)
+
+
 # ----------------------------------------------------------------------------- folders
 
 

@@ -312,6 +312,17 @@ PRESETS: dict[str, ScenarioSpec] = {
 DEFAULT_SCENARIO = "mnist"
 
 
+def custom_spec(data: str, seed: int = 0, image_size: str | tuple[int, int] | None = None, test_share: float = 0.2,
+                known_bad: str | None = None, n_train: int | None = None, n_test: int | None = None) -> ScenarioSpec:
+    """The spec of a person's own data at ``data`` (see :mod:`core.data.custom`); ``image_size`` may be ``"HxW"``."""
+    if isinstance(image_size, str):
+        image_size = custom.parse_size(image_size)
+    path = Path(data).expanduser()
+    return ScenarioSpec(dataset=CUSTOM, data_dir=str(data), seed=seed, n_train=n_train, n_test=n_test,
+                        name=f"custom:{path.name}", description=f"your data at {path.resolve()}",
+                        image_size=image_size, test_share=test_share, known_bad=known_bad or None)
+
+
 def get_spec(name: str, **overrides) -> ScenarioSpec:
     """The preset ``name``, with ``overrides`` (``seed``, ``data_dir``, ``n_train``, ...) applied."""
     if name not in PRESETS:
