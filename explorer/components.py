@@ -75,7 +75,8 @@ def scenario_header(sc: Scenario, page: str) -> None:
     chips = [badge(f"{len(sc.y_train):,} train · {len(sc.y_test):,} test", "gray")]
     t = sc.truth
     if t.flipped_ids is not None:
-        chips.append(badge(f"{len(t.flipped_ids)} flipped labels", GROUND_TRUTH_COLOURS["flipped"]))
+        chips.append(badge(f"{len(t.flipped_ids)} " + ("known bad (your list)" if t.flips_known else "flipped labels"),
+                           GROUND_TRUTH_COLOURS["flipped"]))
     if t.poisoned_ids is not None:
         trigger = f"trigger word “{t.trigger_token}”" if t.trigger_token else "trigger patch"
         chips.append(badge(f"{len(t.poisoned_ids)} poisoned → {sc.class_names[t.target_class]} · {trigger}",

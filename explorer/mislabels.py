@@ -38,9 +38,10 @@ def offered() -> list[str]:
 def render() -> None:
     selection, sc, trained = scenario_and_model("Mislabels")
     flipped = sc.truth.flipped_ids
+    what = _what(sc)
     st.markdown("Rank the training set by how suspicious each label is: a method's **self-influence** (how much "
                 "a point supports its own label: a mislabeled point is one the rest of the data disagrees with), "
-                "or a baseline. " + ("The planted flips score every method below." if flipped is not None else
+                "or a baseline. " + (f"The {what} score every method below." if flipped is not None else
                                      "This scenario has **no planted flips**, so nothing scores the rankings; pick a "
                                      "`-noisy` scenario to see how well each method finds them."))
     methods = st.multiselect("Methods", offered(), default=[m for m in DEFAULT_METHODS if m in offered()],
@@ -54,7 +55,7 @@ def render() -> None:
         result = evaluation_panel(selection, trained, tuple(methods), ("mislabel",), "mislabel detection")
         if result is None:
             return
-        _quality(result, len(flipped), len(sc.y_train))
+        _quality(result, len(flipped), len(sc.y_train), what, sc.truth.flips_known)
     fitted = fitted_methods(selection, trained, methods)
     if fitted is None:
         return
@@ -64,7 +65,12 @@ def render() -> None:
     _ranking(sc, trained, selection, scores)
 
 
-def _quality(result: dict, n_flipped: int, n: int) -> None:
+def _what(sc) -> str:
+    """What the ground truth of label quality is called: a person's known-bad list or the planted flips."""
+    return "known-bad points" if sc.truth.flips_known else "planted flips"
+
+
+def _quality(result: dict, n_flipped: int, n: int, what: str, known: bool) -> None:
     """The metrics table and the detection curves of the evaluated methods."""
     rows, curves = [], {}
     for name, row in result["results"].items():
@@ -80,14 +86,15 @@ def _quality(result: dict, n_flipped: int, n: int) -> None:
         curves[name] = r
     left, right = st.columns([1.1, 1], gap="large")
     with left:
-        st.subheader("How well each method finds the flips")
+        st.subheader(f"How well each method finds the {what}")
         st.dataframe(rows, hide_index=True, width="stretch",
                      column_config={c: st.column_config.NumberColumn(c, format="%.3f") for c in
                                     ("AUROC", "AUPRC", f"precision@{n_flipped}")} |
                      {"found in top 10%": st.column_config.NumberColumn("found in top 10%", format="%.1f%%")})
-        st.caption(f"{n_flipped} of {n:,} labels were flipped (base rate {n_flipped / n:.1%}). AUROC: the chance a "
-                   "flipped point ranks above a clean one (random 0.5). Precision at the number of flips: the flipped "
-                   "share of that many top-ranked points.")
+        listed = "are on your known-bad list" if known else "were flipped"
+        st.caption(f"{n_flipped} of {n:,} labels {listed} (base rate {n_flipped / n:.1%}). AUROC: the chance such a "
+                   "point ranks above another (random 0.5). Precision at their number: their share of that many "
+                   "top-ranked points.")
     with right:
         fig = go.Figure()
         fig.add_scatter(x=[0, 1], y=[0, 1], name="random", mode="lines", line=dict(dash="dot", color="#94a3b8"))
@@ -96,7 +103,7 @@ def _quality(result: dict, n_flipped: int, n: int) -> None:
         for name, r in curves.items():
             fig.add_scatter(x=r["curve"][0], y=r["curve"][1], name=REGISTRY[name].title, mode="lines")
         fig.update_layout(height=300, margin=dict(l=10, r=10, t=30, b=10), title="detection curve",
-                          xaxis_title="share of the training set checked", yaxis_title="share of flips found",
+                          xaxis_title="share of the training set checked", yaxis_title=f"share of {what} found",
                           xaxis_tickformat=".0%", yaxis_tickformat=".0%", legend=dict(font=dict(size=10)))
         st.plotly_chart(fig, width="stretch", config={"displayModeBar": False})
 
@@ -113,7 +120,7 @@ def _ranking(sc, trained, selection, scores: dict[str, np.ndarray]) -> None:
     flipped = set(sc.truth.flipped_ids.tolist()) if sc.truth.flipped_ids is not None else set()
     found = sum(int(i) in flipped for i in order)
     if flipped:
-        st.markdown(f"**{found} of {len(order)}** shown are planted flips (base rate {len(flipped) / len(pred):.1%}).")
+        st.markdown(f"**{found} of {len(order)}** shown are {_what(sc)} (base rate {len(flipped) / len(pred):.1%}).")
     if sc.kind == "image":
         scale = 3 if sc.input_shape[-1] <= 28 else 2
         for start in range(0, len(order), COLUMNS):

@@ -14,10 +14,12 @@ import streamlit as st
 # the sidebar
 SCENARIO = "scenario"
 SEED = "seed"
-SOURCE = "data-source"         # built-in scenario or your own data
+SOURCE = "data-source"         # built-in scenario or your own data (the radio)
+SOURCE_KEPT = "data-source-kept"  # the radio's choice, kept across page switches
 OWN_FORM = "own-form"
 OWN_SELECTION = "own-selection"  # the last of your own data and model that loaded (a Selection)
 OWN_ERROR = "own-error"
+OWN_FIELDS = "own-fields"      # the form's values at the last Load, shown by every page's form
 # the attribution panel
 METHODS = "methods"
 EXPLAIN = "explain"

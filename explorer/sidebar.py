@@ -16,10 +16,15 @@ SOURCES = ("Built-in scenario", "Your data")
 
 def pick_scenario() -> Selection:
     """A built-in scenario or a person's own data and model, from the sidebar."""
+    # Each page draws its own radio (a widget belongs to the page that drew it), so the choice is kept in a
+    # plain key, which outlives page switches, set by the radio's callback and given to every page's radio
+    kept = st.session_state.setdefault(session.SOURCE_KEPT, SOURCES[st.query_params.get("scenario") == CUSTOM])
+    st.session_state[session.SOURCE] = kept
     with st.sidebar:
         st.markdown("### attrex")
         source = st.radio("Data", SOURCES, horizontal=True, key=session.SOURCE, label_visibility="collapsed",
-                          index=1 if st.query_params.get("scenario") == CUSTOM else 0)
+                          on_change=lambda: st.session_state.__setitem__(session.SOURCE_KEPT,
+                                                                         st.session_state[session.SOURCE]))
     if source == SOURCES[1]:
         return _your_data()
     return _preset()
@@ -68,8 +73,15 @@ def _your_data() -> Selection:
     reported and changes nothing: the last one that loaded stays in use.
     """
     if st.query_params.get("scenario") != CUSTOM:
-        st.query_params.clear()  # paths stay out of links; a link to "custom" opens this form
+        st.query_params.clear()  # paths stay out of links: a link names a token this server knows (below)
         st.query_params["scenario"] = CUSTOM
+    if session.OWN_SELECTION not in st.session_state:  # a reload, or a link from another session on this server
+        recalled = state.recall_own(st.query_params.get("own"))
+        if recalled is not None:
+            st.session_state[session.OWN_SELECTION] = recalled
+            st.session_state[session.OWN_FIELDS] = _fields_of(recalled)
+    for field, value in st.session_state.get(session.OWN_FIELDS, {}).items():  # each page draws its own form
+        st.session_state[session.own(field)] = value
     with st.sidebar, st.form(session.OWN_FORM, border=False):
         data = st.text_input("Data path", key=session.own("data"), placeholder="/data/my-images",
                              help="An image folder (one sub-folder per class; train/ and test/ optional), a .csv or "
@@ -95,7 +107,7 @@ def _your_data() -> Selection:
         features = cols[0].text_input("Features layer", key=session.own("features"), placeholder="auto", help="Only where attrex cannot split "
                                       "the model itself: the layer whose flattened output feeds the head")
         head = cols[1].text_input("Head layer", key=session.own("head"), placeholder="auto", help="The last nn.Linear (found by attrex)")
-        submitted = st.form_submit_button("Load", type="primary", key=session.own("load"))
+        submitted = st.form_submit_button("Load", type="primary", key=session.own("load"), on_click=_keep_fields)
     if submitted:
         try:
             selection = own_selection(data, size, share, known, seed, entry, weights, ckpts, features, head)
@@ -107,7 +119,9 @@ def _your_data() -> Selection:
         st.sidebar.error(st.session_state[session.OWN_ERROR] +
                          (f" Still showing {kept.scenario}." if kept else ""))
     selection = st.session_state.get(session.OWN_SELECTION)
-    if selection is None:
+    if selection is not None:
+        st.query_params["own"] = state.remember_own(selection)
+    else:
         st.title("Your data")
         st.markdown("Enter the path of your data in the sidebar, and your model's if you have one, then press "
                     "**Load**. Everything is checked before anything runs. Without a model attrex trains its "
@@ -115,6 +129,28 @@ def _your_data() -> Selection:
                     "section shows the layouts.")
         st.stop()
     return selection
+
+
+OWN_FIELDS = ("data", "size", "share", "known", "seed", "entry", "weights", "ckpts", "features", "head")
+
+
+def _keep_fields() -> None:
+    """On *Load*: the form's values, kept in a plain key so that every page's form shows them."""
+    st.session_state[session.OWN_FIELDS] = {f: st.session_state[session.own(f)] for f in OWN_FIELDS
+                                             if session.own(f) in st.session_state}
+
+
+def _fields_of(selection: Selection) -> dict:
+    """The form's fields as they were when ``selection`` loaded (for a reload or a link)."""
+    from core.models import ModelSource
+
+    spec, cfg = selection.spec, selection.config
+    values = {"data": spec.data_dir, "size": "x".join(map(str, spec.image_size)) if spec.image_size else "",
+              "share": spec.test_share, "known": spec.known_bad or "", "seed": spec.seed}
+    if isinstance(cfg, ModelSource):
+        values.update(entry=cfg.entry, weights=cfg.weights, ckpts=cfg.checkpoints or "",
+                      features=cfg.features_layer or "", head=cfg.head_layer or "")
+    return values
 
 
 def own_selection(data: str, size: str, share: float, known: str, seed: int, entry: str, weights: str,

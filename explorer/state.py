@@ -9,6 +9,7 @@ shares one job, and computations run one after another.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from collections.abc import Hashable
@@ -46,6 +47,23 @@ class Selection:
 @st.cache_resource(show_spinner=False, max_entries=8)
 def _built(spec: ScenarioSpec) -> Scenario:
     return build(spec)
+
+
+@st.cache_resource(show_spinner=False)
+def _own_selections() -> dict[str, Selection]:
+    """A person's own data and model as loaded in this server process, by a short token that a link can
+    carry (the paths themselves stay out of links)."""
+    return {}
+
+
+def remember_own(selection: Selection) -> str:
+    token = hashlib.sha256(repr(selection).encode()).hexdigest()[:12]
+    _own_selections()[token] = selection
+    return token
+
+
+def recall_own(token: str | None) -> Selection | None:
+    return _own_selections().get(token or "")
 
 
 def scenario_of(selection: Selection) -> Scenario:

@@ -194,7 +194,7 @@ def test_your_data_in_the_sidebar_loads_a_model_explains_and_refuses_bad_paths(t
     (tmp_path / "bad.csv").write_text("id\n1\n5\n9\n")
 
     at = AppTest.from_file(APP, default_timeout=240)
-    at.session_state["data-source"] = "Your data"
+    at.query_params["scenario"] = "custom"  # a link to the "Your data" source
     at.run()
     assert not at.exception and at.title[0].value == "Your data"
     for field, value in [("data", folder), ("entry", f"{files['module']}:build"), ("weights", files["weights"]),
@@ -218,6 +218,15 @@ def test_your_data_in_the_sidebar_loads_a_model_explains_and_refuses_bad_paths(t
     assert row.AUROC == pytest.approx(mislabel.auroc(loss, truth), abs=1e-9)
     assert not any(b.label.startswith("Retrain") for b in at.button)  # attrex does not know the model's recipe
     assert "Retraining needs the model's recipe" in texts(at)
+
+    # a reload (a new session with the link's token) shows the same data, its form filled in
+    token = at.query_params["own"]
+    again = AppTest.from_file(APP, default_timeout=240)
+    again.query_params.update(scenario="custom", own=token[0] if isinstance(token, list) else token)
+    again.run()
+    wait_for_jobs(again)
+    assert again.title[0].value == "Explore · custom:digits · seed 0"
+    assert again.text_input(key="own-data").value == str(folder)
 
     at.text_input(key="own-data").input(str(tmp_path / "nowhere"))
     at.button(key="own-load").click().run()

@@ -353,7 +353,9 @@ def known_bad(path: str | Path, n_train: int, class_names: Sequence[str],
         elif r.get("path", "") in where:
             ids.append(where[r["path"]])
         else:
-            raise AttrexError(f"{path.name}:{lineno}: {r.get('path')!r} is not a training file of the data")
+            raise AttrexError(f"{path.name}:{lineno}: {r.get('path')!r} is not a training file of the data (a file "
+                              "held out as a test sample is not one: see the test share, or give the data train/ "
+                              "and test/ folders)")
         label = r.get("label", "")
         if label and label not in class_names:
             raise AttrexError(f"{path.name}:{lineno}: label {label!r} is not one of the classes {list(class_names)[:10]}")

@@ -319,7 +319,7 @@ def custom_spec(data: str, seed: int = 0, image_size: str | tuple[int, int] | No
         image_size = custom.parse_size(image_size)
     path = Path(data).expanduser()
     return ScenarioSpec(dataset=CUSTOM, data_dir=str(data), seed=seed, n_train=n_train, n_test=n_test,
-                        name=f"custom:{path.name}", description=f"your data at {path.resolve()}",
+                        name=f"custom:{path.name}", description="Your own data",
                         image_size=image_size, test_share=test_share, known_bad=known_bad or None)
 
 
