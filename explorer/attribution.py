@@ -49,11 +49,30 @@ def render(sc: Scenario, trained: TrainedModel, selection: state.Selection, spli
                             help="Proponents and opponents shown per method"))
     st.query_params["methods"] = ",".join(methods)
     target = predicted if explain == "prediction" else y_true
+    flagged, only = _flagged_filter(sc)
     if not methods:
         st.info("Pick a method to see the training points that support and oppose this prediction.")
         return
     for name in methods:
-        _method_block(sc, trained, selection, name, split, row, test_id, target, k)
+        _method_block(sc, trained, selection, name, split, row, test_id, target, k, flagged, only)
+
+
+def _flagged_filter(sc: Scenario) -> tuple[set[int], bool]:
+    """The training points flagged on the Mislabels or Backdoor page to mark on the cards, and whether to list
+    only them. Without a flagged list, a hint where to make one."""
+    lists = session.flagged(sc.spec.name)
+    if not lists:
+        st.caption("Flag suspicious training points on the **Mislabels** or **Backdoor** page to mark them here, or "
+                   "to list only them.")
+        return set(), False
+    c1, c2 = st.columns([3, 1.3], vertical_alignment="bottom")
+    pick = c1.selectbox("Mark flagged points", ["none", *lists], key=session.FLAGGED_PICK,
+                        format_func=lambda p: p if p == "none" else f"{p}: {lists[p][0]}",
+                        help="Training points a method flagged on another page (its latest list): marked on the "
+                             "cards below")
+    only = c2.toggle("Only flagged", key=session.FLAGGED_ONLY, disabled=pick == "none",
+                     help="List only flagged points: the proponents and opponents among them")
+    return (set(lists[pick][1]) if pick != "none" else set()), bool(only and pick != "none")
 
 
 def offered() -> list[str]:
@@ -99,7 +118,7 @@ def _widget(col, p: Param, value, key: str):
 
 
 def _method_block(sc: Scenario, trained: TrainedModel, selection: state.Selection, name: str, split: str,
-                  row: int, test_id: int, target: int, k: int) -> None:
+                  row: int, test_id: int, target: int, k: int, flagged: set[int], only: bool) -> None:
     cls = REGISTRY[name]
     st.subheader(cls.title)
     params = _parameters(name, lambda p: state.check_method(selection, trained, name, p))
@@ -114,7 +133,11 @@ def _method_block(sc: Scenario, trained: TrainedModel, selection: state.Selectio
         return
     try:
         t0 = time.perf_counter()
-        top = state.top_k(selection, state.method_key(name, params), split, row, target, k, method)
+        if only:
+            top = state.top_k_among(selection, state.method_key(name, params), split, row, target, k,
+                                    tuple(sorted(flagged)), method)
+        else:
+            top = state.top_k(selection, state.method_key(name, params), split, row, target, k, method)
         elapsed = time.perf_counter() - t0  # this answer's time: a repeated query comes from memory
     except AttrexError as exc:
         st.error(str(exc))
@@ -123,27 +146,39 @@ def _method_block(sc: Scenario, trained: TrainedModel, selection: state.Selectio
     fit = f"precomputed in {method.fit_seconds:.1f} s" if method.fit_seconds is not None else "precomputed"
     st.caption(f"{fit} · answered in {elapsed * 1000:.0f} ms{' (remembered)' if elapsed < top['seconds'] / 2 else ''} · scores for class **{names[top['target']]}** "
                f"of {test_name(test_id)}; positive = the training point supports it")
-    _truth_summary(sc, top)
+    _truth_summary(sc, top, flagged, only)
     context = (split, row, top["target"])
     for kind, title in (("proponents", f"Proponents: support {names[top['target']]}"),
                         ("opponents", f"Opponents: work against {names[top['target']]}")):
         ids, scores = top[kind], top[f"{kind[:-1]}_scores"]
         if sc.kind == "image":
             st.markdown(f"**{title}** · *Inspect* opens the pair view: FLIA and DualView-LRP heatmaps")
-            _image_cards(sc, ids, scores, name, kind, context)
+            _image_cards(sc, ids, scores, name, kind, context, flagged)
         else:
             st.markdown(f"**{title}** · FLIA token highlights: the stronger the colour, the more of the text's "
                         "influence that word carries")
-            pair.text_rows(sc, trained, selection, split, row, top["target"], ids, scores, flags_markdown)
+            pair.text_rows(sc, trained, selection, split, row, top["target"], ids, scores,
+                           _flags(sc, ids, flagged), flags_markdown)
     if sc.kind == "image":
         pair.render(sc, trained, selection, name, split, row, test_id, top["target"], context)
 
 
-def _truth_summary(sc: Scenario, top: dict) -> None:
-    """How many of the proponents carry planted ground truth, against its share of the training set."""
+def _flags(sc: Scenario, ids: np.ndarray, flagged: set[int]) -> list[list[str]]:
+    """Each point's badges: what was planted on it, and ``flagged`` where a page flagged it."""
+    return [f + (["flagged"] if i in flagged else []) for i, f in zip(ids.tolist(), sc.truth.train_flags(ids.tolist()),
+                                                                      strict=True)]
+
+
+def _truth_summary(sc: Scenario, top: dict, flagged: set[int], only: bool) -> None:
+    """How many of the proponents carry planted ground truth (or were flagged), against its share of the training set."""
     t = sc.truth
     n = len(sc.y_train)
     parts = []
+    if only:
+        parts.append(f"among the {len(flagged):,} flagged points only")
+    elif flagged:
+        hits = sum(int(i) in flagged for i in top["proponents"])
+        parts.append(f"{hits} of {len(top['proponents'])} proponents are flagged (base rate {len(flagged) / n:.1%})")
     for flag, ids in (("poisoned", t.poisoned_ids), ("flipped", t.flipped_ids), ("marked", t.marked_ids)):
         if ids is None:
             continue
@@ -155,8 +190,9 @@ def _truth_summary(sc: Scenario, top: dict) -> None:
         st.markdown(" · ".join(parts))
 
 
-def _image_cards(sc: Scenario, ids: np.ndarray, scores: np.ndarray, method: str, kind: str, context: tuple) -> None:
-    flags = sc.truth.train_flags(ids.tolist())
+def _image_cards(sc: Scenario, ids: np.ndarray, scores: np.ndarray, method: str, kind: str, context: tuple,
+                 flagged: set[int]) -> None:
+    flags = _flags(sc, ids, flagged)
     cols = st.columns(max(len(ids), 6), gap="small")
     scale = 3 if sc.input_shape[-1] <= 28 else 2
     for rank, (col, i, s, f) in enumerate(zip(cols, ids.tolist(), scores.tolist(), flags, strict=False), 1):

@@ -114,6 +114,7 @@ def _ranking(sc, trained, selection, method: str, r: dict, ranking: np.ndarray |
                                 help="How many of the highest-ranked training points to flag (default: as many as "
                                      "were poisoned)"))
         flagged = order[:k]
+        session.flag(sc.spec.name, "Backdoor", f"top {k} by {REGISTRY[method].title}", flagged)
         hits = sum(int(i) in poisoned for i in flagged)
         st.markdown(f"**{hits} of {k}** flagged points are poisoned; {hits / len(poisoned):.0%} of the poison is "
                     "flagged.")

@@ -117,7 +117,7 @@ def evaluation_panel(selection: state.Selection, trained: TrainedModel, methods:
     return result
 
 
-FLAG_TEXT = {"flipped": "flipped label", "poisoned": "poisoned", "marked": "marked"}
+FLAG_TEXT = {"flipped": "flipped label", "poisoned": "poisoned", "marked": "marked", "flagged": "flagged"}
 
 
 def flags_markdown(sc: Scenario, i: int, flags: list[str]) -> str:

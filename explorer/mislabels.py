@@ -115,6 +115,7 @@ def _ranking(sc, trained, selection, scores: dict[str, np.ndarray]) -> None:
     rank_by = c1.selectbox("Rank by", list(scores), format_func=lambda m: REGISTRY[m].title, key=session.MISLABEL_RANK)
     shown = int(c2.number_input("Shown", min_value=8, max_value=200, value=24, step=8, key=session.MISLABEL_SHOWN))
     order = np.argsort(-scores[rank_by], kind="stable")[:shown]
+    session.flag(sc.spec.name, "Mislabels", f"top {shown} by {REGISTRY[rank_by].title}", order)
     probs = state.train_probabilities(selection, trained)
     pred = probs.argmax(1)
     flipped = set(sc.truth.flipped_ids.tolist()) if sc.truth.flipped_ids is not None else set()

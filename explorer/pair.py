@@ -119,15 +119,15 @@ def _il_path_figure(il_path: np.ndarray) -> go.Figure:
 
 
 def text_rows(sc: Scenario, trained: TrainedModel, selection: state.Selection, split: str, row: int, target: int,
-              ids: np.ndarray, scores: np.ndarray, flags_markdown) -> None:
-    """Training texts with FLIA token highlights (red: the token carries support for the class, blue: against)."""
+              ids: np.ndarray, scores: np.ndarray, flags: list[list[str]], flags_markdown) -> None:
+    """Training texts with FLIA token highlights (red: the token carries support for the class, blue: against);
+    ``flags``: each text's badges (planted ground truth, flagged by a page)."""
     with st.spinner("FLIA: token scores of these texts…"):
         try:
             heat = state.flia_texts(selection, split, row, tuple(int(i) for i in ids), target, trained)
         except AttrexError as exc:
             st.error(f"FLIA cannot run here: {exc}")
             heat = None
-    flags = sc.truth.train_flags(ids.tolist())
     for r, (i, s, f) in enumerate(zip(ids.tolist(), scores.tolist(), flags, strict=True)):
         st.markdown(f"**#{i}** · {sc.class_names[int(sc.y_train[i])]} · `{s:+.3g}`"
                     + (f" · {flags_markdown(sc, i, f)}" if f else ""))

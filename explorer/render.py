@@ -6,7 +6,8 @@ import html
 
 from core.features.render import image_rgb as to_image  # noqa: F401  (re-exported for the pages)
 
-GROUND_TRUTH_COLOURS = {"flipped": "orange", "poisoned": "red", "triggered": "red", "marked": "violet"}
+GROUND_TRUTH_COLOURS = {"flipped": "orange", "poisoned": "red", "triggered": "red", "marked": "violet",
+                        "flagged": "blue"}  # flagged: by a method on the Mislabels or Backdoor page, not ground truth
 
 
 def badge(text: str, colour: str = "gray") -> str:

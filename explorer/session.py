@@ -49,12 +49,26 @@ BACKDOOR_FLAGGED = "backdoor-flagged"
 EVAL_METHODS = "eval-methods"
 EVAL_TASKS = "eval-tasks"
 EVAL_RUN = "eval-run"          # the (selection, methods, tasks) the user asked to evaluate
+# points flagged on the Mislabels and Backdoor pages, shown on Explore: {(scenario, page): (label, ids)}
+FLAGGED = "flagged"
+FLAGGED_PICK = "flagged-pick"  # which flagged list Explore marks
+FLAGGED_ONLY = "flagged-only"  # Explore lists only flagged proponents and opponents
 # the Compare page
 COMPARE_A = "compare-a"
 COMPARE_B = "compare-b"
 # the Cache page
 CACHE_CONFIRM = "cache-confirm"
 CACHE_KIND = "cache-kind"
+
+
+def flag(scenario: str, page: str, label: str, ids) -> None:
+    """Record the training points a page flags for ``scenario`` (the latest list per page)."""
+    st.session_state.setdefault(FLAGGED, {})[(scenario, page)] = (label, tuple(int(i) for i in ids))
+
+
+def flagged(scenario: str) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """The flagged lists of ``scenario`` by page: how they were flagged, and the ids."""
+    return {page: entry for (sc, page), entry in st.session_state.get(FLAGGED, {}).items() if sc == scenario}
 
 
 def own(field: str) -> str:

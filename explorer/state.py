@@ -196,6 +196,23 @@ def top_k(selection: Selection, key: tuple, split: str, row: int, target: int | 
             "target": int(top.targets[0]), "seconds": time.perf_counter() - t0}
 
 
+@st.cache_data(show_spinner=False, max_entries=64)
+def top_k_among(selection: Selection, key: tuple, split: str, row: int, target: int | None, k: int,
+                among: tuple[int, ...], _method: Attributor) -> dict[str, np.ndarray]:
+    """:func:`top_k` restricted to the training points ``among`` (a flagged list): the sample's whole score row
+    (one matrix product), then its ``k`` largest and ``k`` smallest entries there."""
+    x = test_input(selection, split, row)[None]
+    t0 = time.perf_counter()
+    _, targets = _method.prepare_inputs(x, target)
+    scores = _method.scores(x, targets)[0].numpy()
+    ids = np.asarray(among, dtype=np.int64)
+    order = ids[np.argsort(-scores[ids], kind="stable")]
+    k = min(k, len(ids))
+    return {"proponents": order[:k], "proponent_scores": scores[order[:k]],
+            "opponents": order[::-1][:k], "opponent_scores": scores[order[::-1][:k]],
+            "target": int(targets[0]), "seconds": time.perf_counter() - t0}
+
+
 @st.cache_data(show_spinner=False, max_entries=32)
 def probabilities(selection: Selection, split: str, _trained: TrainedModel) -> np.ndarray:
     """Class probabilities ``[n, n_classes]`` of a test split of the selection's model (which it determines)."""

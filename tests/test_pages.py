@@ -235,3 +235,28 @@ def test_your_data_in_the_sidebar_loads_a_model_explains_and_refuses_bad_paths(t
     assert "Still showing custom:digits" in " ".join(e.value for e in at.sidebar.error)
     st.cache_resource.clear()
     st.cache_data.clear()
+
+
+def test_explore_marks_and_lists_only_points_flagged_on_the_mislabels_page(small):
+    sc, trained = small("mnist-noisy")
+    at = page("mnist-noisy", "views/mislabels.py")
+    loss = create("loss", trained, TrainingData.of(sc)).fit().self_scores()
+    flagged = loss.argsort(descending=True)[:24]  # what the Mislabels page flags by default, derived here
+    at.switch_page("views/explore.py").run()
+    wait_for_jobs(at)
+    assert "Mislabels: top 24 by Training loss" in at.selectbox(key="flagged-pick").options  # as the page shows it
+    at.selectbox(key="flagged-pick").select("Mislabels").run()
+    method = create("tracin-rp", trained, TrainingData.of(sc)).fit()
+    top = method.top_k(sc.x_test[:1], k=8)
+    hits = int(torch.isin(top.proponents[0], flagged).sum())
+    assert f"{hits} of 8 proponents are flagged (base rate {24 / N_TRAIN:.1%})" in texts(at)
+    at.toggle(key="flagged-only").set_value(True).run()
+    wait_for_jobs(at)
+    row = method.scores(sc.x_test[:1])[0]  # the whole row, for the predicted class, then its flagged entries
+    among = flagged[row[flagged].argsort(descending=True)]
+    shown = texts(at)
+    assert "among the 24 flagged points only" in shown
+    for i in among[:8].tolist():
+        assert f"**#{i}** · {int(sc.y_train[i])}" in shown
+    outside = [i for i in top.proponents[0].tolist() if i not in set(flagged.tolist())]
+    assert all(f"**#{i}** · " not in shown for i in outside[:3])  # unflagged proponents are left out
