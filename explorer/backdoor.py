@@ -110,7 +110,7 @@ def _ranking(sc, trained, selection, method: str, r: dict, ranking: np.ndarray |
     order = np.argsort(-ranking, kind="stable")
     with right:
         k = int(st.number_input("Flag the top", min_value=1, max_value=len(order), value=len(poisoned), step=10,
-                                key=session.BACKDOOR_FLAGGED,
+                                key=f"{session.BACKDOOR_FLAGGED}-{sc.spec.name}",  # its range is the scenario's
                                 help="How many of the highest-ranked training points to flag (default: as many as "
                                      "were poisoned)"))
         flagged = order[:k]

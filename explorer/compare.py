@@ -29,8 +29,9 @@ def render() -> None:
     c1, c2 = st.columns([3, 1])
     methods = c1.multiselect("Methods", offered, default=list(DEFAULT_METHODS), max_selections=6,
                              key=session.COMPARE_A + "-methods", format_func=lambda m: REGISTRY[m].title)
-    n_points = int(c2.number_input("Test points", min_value=5, max_value=min(500, len(sc.y_test)), value=50, step=5,
-                                   key=session.COMPARE_A + "-points",
+    most = min(500, len(sc.y_test))  # a person's data may hold fewer than 50 test points
+    n_points = int(c2.number_input("Test points", min_value=min(5, most), max_value=most, value=min(50, most), step=5,
+                                   key=f"{session.COMPARE_A}-points-{sc.spec.name}",  # its range is the scenario's
                                    help="Agreement is averaged over this many test points, spread over the test set"))
     if len(methods) < 2:
         st.info("Pick at least two methods to compare.")

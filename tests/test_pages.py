@@ -228,6 +228,17 @@ def test_your_data_in_the_sidebar_loads_a_model_explains_and_refuses_bad_paths(t
     assert again.title[0].value == "Explore · custom:digits · seed 0"
     assert again.text_input(key="own-data").value == str(folder)
 
+    # the other pages on the same data: no planted backdoor (the page says what it needs), the rest as for a preset
+    for path, title in [("views/backdoor.py", "Backdoor"), ("views/compare.py", "Compare"),
+                        ("views/evaluate.py", "Evaluate"), ("views/cache.py", "Cache")]:
+        at.switch_page(path).run()
+        wait_for_jobs(at)
+        assert not at.exception, (path, at.exception)
+        if path != "views/cache.py":
+            assert at.title[0].value == f"{title} · custom:digits · seed 0"
+    assert "needs a scenario with a planted backdoor" in " ".join(i.value for i in at.switch_page("views/backdoor.py").run().info)
+    at.switch_page("views/explore.py").run()
+
     at.text_input(key="own-data").input(str(tmp_path / "nowhere"))
     at.button(key="own-load").click().run()
     assert not at.exception
