@@ -184,7 +184,8 @@ def _truth_summary(sc: Scenario, top: dict, flagged: set[int], only: bool) -> No
             continue
         members = set(ids.tolist())
         hits = sum(int(i) in members for i in top["proponents"])
-        parts.append(f"{hits} of {len(top['proponents'])} proponents are {components.FLAG_TEXT[flag]} "
+        what = "known bad" if flag == "flipped" and t.flips_known else components.FLAG_TEXT[flag]
+        parts.append(f"{hits} of {len(top['proponents'])} proponents are {what} "
                      f"(base rate {len(members) / n:.1%})")
     if parts:
         st.markdown(" · ".join(parts))
