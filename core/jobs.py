@@ -10,6 +10,8 @@ and a command-line tool can use one too.
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.connection
+import os
 import queue
 import threading
 import time
@@ -126,7 +128,8 @@ def in_process(fn: Callable[..., Any], *args: Any, send_result: bool = False) ->
     reruns (five open pages slowed a training more than fivefold); in a process of its own it
     competes only for the cores. ``fn`` and ``args`` must be picklable; the work returns
     ``fn``'s result if ``send_result`` (it must then be picklable), else ``None`` (the caller
-    reads what ``fn`` left in the disk cache). Cancelling the job terminates the process.
+    reads what ``fn`` left in the disk cache). Cancelling the job terminates the process, and the
+    process ends by itself when the process that started it ends (a stopped or killed server).
     """
     def work(progress: Progress) -> Any:
         ctx = multiprocessing.get_context("spawn")
@@ -161,6 +164,7 @@ def in_process(fn: Callable[..., Any], *args: Any, send_result: bool = False) ->
 
 
 def _child(fn: Callable[..., Any], args: tuple, messages: Any, send_result: bool) -> None:
+    threading.Thread(target=_exit_with_parent, name="attrex-parent-watch", daemon=True).start()
     try:
         result = fn(*args, progress=lambda f, m: messages.put(("progress", f, m)))
         messages.put(("done", result if send_result else None, None))
@@ -168,3 +172,16 @@ def _child(fn: Callable[..., Any], args: tuple, messages: Any, send_result: bool
         messages.put(("error", str(exc), "AttrexError"))
     except Exception as exc:  # reported to the job, never lost
         messages.put(("error", f"{type(exc).__name__}: {exc}", type(exc).__name__))
+
+
+def _exit_with_parent() -> None:
+    """In a worker: end the process once its parent (the app's server) is gone, however it ended.
+
+    The worker is not daemonic (it may start processes of its own), so nothing else stops it
+    when the server is killed; without this it would go on computing for nobody.
+    """
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+    multiprocessing.connection.wait([parent.sentinel])
+    os._exit(3)

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -173,3 +178,46 @@ def test_work_in_a_worker_process_relays_progress_results_errors_and_cancellatio
     _wait(job, timeout=10)
     assert job.error == "cancelled" and time.time() - t0 < 5
     assert issubclass(Cancelled, AttrexError)
+
+
+def _report_pid_and_sleep(path: str, progress) -> None:
+    Path(path).write_text(str(os.getpid()))
+    progress(0.1, "sleeping")
+    time.sleep(600)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie waiting for its (init) parent to reap it has ended too
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[-1][0] != "Z"
+    except OSError:
+        return True
+
+
+def test_a_worker_ends_when_the_server_that_started_it_is_killed(tmp_path):
+    # the server: a process running a job in a worker; killed with SIGKILL, it cannot clean up
+    pid_file = tmp_path / "worker.pid"
+    code = ("import sys, time; sys.path[:0] = [sys.argv[1], sys.argv[2]]\n"
+            "from core.jobs import JobRunner, in_process\nfrom test_jobs import _report_pid_and_sleep\n"
+            "JobRunner().run_or_job('w', 'worker', load=lambda: None, work=in_process(_report_pid_and_sleep, sys.argv[3]))\n"
+            "time.sleep(600)\n")
+    here = Path(__file__).resolve().parent
+    server = subprocess.Popen([sys.executable, "-c", code, str(here.parent), str(here), str(pid_file)])
+    try:
+        deadline = time.time() + 120
+        while not pid_file.exists() or not pid_file.read_text():
+            assert time.time() < deadline and server.poll() is None, "the worker did not start"
+            time.sleep(0.1)
+        worker = int(pid_file.read_text())
+        assert _alive(worker)
+        server.send_signal(signal.SIGKILL)
+        server.wait(timeout=10)
+        deadline = time.time() + 10  # measured: gone within 0.1 s of the kill
+        while _alive(worker):
+            assert time.time() < deadline, "the worker outlived its server"
+            time.sleep(0.05)
+    finally:
+        server.kill()
