@@ -32,9 +32,11 @@ def render(sc: Scenario, trained: TrainedModel, selection: state.Selection, spli
     st.divider()
     st.header("Which training data made this prediction?")
     c1, c2, c3 = st.columns([3, 2, 1.3])
+    session.restore(session.METHODS, DEFAULT_METHODS)
+    session.restore(session.TOP_K, 8)
     methods = c1.multiselect(
-        "Methods", offered(), default=None if session.METHODS in st.session_state else DEFAULT_METHODS,
-        max_selections=MAX_METHODS, key=session.METHODS,
+        "Methods", offered(), max_selections=MAX_METHODS, key=session.METHODS,
+        on_change=session.remember, args=(session.METHODS,),
         format_func=lambda m: REGISTRY[m].title, help="Up to three methods, one below the other.")
     if predicted != y_true:
         explain = c2.segmented_control(
@@ -45,7 +47,8 @@ def render(sc: Scenario, trained: TrainedModel, selection: state.Selection, spli
     else:
         explain = "prediction"
         c2.markdown(f"Explaining the prediction **{names[predicted]}** (also the true label).")
-    k = int(c3.number_input("Shown", min_value=1, max_value=16, value=8, step=1, key=session.TOP_K,
+    k = int(c3.number_input("Shown", min_value=1, max_value=16, step=1, key=session.TOP_K,
+                            on_change=session.remember, args=(session.TOP_K,),
                             help="Proponents and opponents shown per method"))
     st.query_params["methods"] = ",".join(methods)
     target = predicted if explain == "prediction" else y_true
@@ -194,14 +197,15 @@ def _truth_summary(sc: Scenario, top: dict, flagged: set[int], only: bool) -> No
 def _image_cards(sc: Scenario, ids: np.ndarray, scores: np.ndarray, method: str, kind: str, context: tuple,
                  flagged: set[int]) -> None:
     flags = _flags(sc, ids, flagged)
-    cols = st.columns(max(len(ids), 6), gap="small")
+    cols = components.card_columns(max(len(ids), 6), f"{method}-{kind}")
     scale = 3 if sc.input_shape[-1] <= 28 else 2
     for rank, (col, i, s, f) in enumerate(zip(cols, ids.tolist(), scores.tolist(), flags, strict=False), 1):
         with col:
             st.image(to_image(sc.x_train[i], scale), width="stretch")
-            label = sc.class_names[int(sc.y_train[i])]
-            st.markdown(f"**#{i}** · {label}  \n`{s:+.3g}`" + (f"  \n{flags_markdown(sc, i, f)}" if f else ""))
             opened = pair.is_open(method, i, context)
             st.button("Inspecting" if opened else "Inspect", key=session.inspect(method, kind, i), width="stretch",
                       type="primary" if opened else "secondary", on_click=pair.open_pair,
                       args=(method, kind, i, rank, float(s), context))
+            # below the button, so badges of different lengths never put the buttons out of line
+            label = sc.class_names[int(sc.y_train[i])]
+            st.markdown(f"**#{i}** · {label}  \n`{s:+.3g}`" + (f"  \n{flags_markdown(sc, i, f)}" if f else ""))

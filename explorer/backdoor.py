@@ -20,7 +20,7 @@ from core.evaluation import Settings, best_method
 from core.features.render import outline, overlay
 from core.methods import REGISTRY
 from core.metrics.backdoor import trigger_mass_ratio
-from explorer import session, state
+from explorer import components, session, state
 from explorer.components import evaluation_panel, flags_markdown, retrain_panel, scenario_and_model
 from explorer.render import to_image
 
@@ -128,7 +128,7 @@ def _ranking(sc, trained, selection, method: str, r: dict, ranking: np.ndarray |
     top = order[:COLUMNS].tolist()
     if sc.kind == "image":
         scale = 3 if sc.input_shape[-1] <= 28 else 2
-        cols = st.columns(COLUMNS, gap="small")
+        cols = components.card_columns(COLUMNS, "top")
         for col, i in zip(cols, top, strict=False):
             with col:
                 st.image(to_image(sc.x_train[i], scale), width="stretch")

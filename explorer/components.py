@@ -21,9 +21,9 @@ POLL_SECONDS = 3.0  # each open page's progress update costs the work it waits f
 def job_progress(job: Job, explanation: str) -> None:
     """A background job's progress, polled every ``POLL_SECONDS``; the page reruns when it is done. *Cancel* stops it
     at its next progress report."""
-    info, cancel = st.columns([6, 1], vertical_alignment="center")
-    info.info(explanation)
-    cancel.button("Cancel", key=f"cancel-{hash(job.key)}", on_click=state.cancel_job, args=(job.key,),
+    row = st.container(horizontal=True, vertical_alignment="center")  # the button keeps its width; the note takes the rest
+    row.info(explanation)
+    row.button("Cancel", key=f"cancel-{hash(job.key)}", on_click=state.cancel_job, args=(job.key,),
                   help="Stop this computation; nothing half-done is kept")
 
     @st.fragment(run_every=POLL_SECONDS)
@@ -44,12 +44,30 @@ def job_panel(job: Job, what: str, explanation: str, retry_key: Hashable | None 
         job_progress(job, explanation)
 
 
+CARD_PX, THUMB_PX = 96, 56  # the narrowest a card (image, number, score, badges) or a gallery thumbnail gets
+# rows of cards wrap where the page is too narrow for all of them at their narrowest (a 900 px window, say)
+# instead of squeezing numbers, scores and badges out of sight; the class comes from the container's key
+GRID_STYLE = f"""<style>
+[class*="st-key-cards-"] [data-testid="stHorizontalBlock"] {{flex-wrap: wrap; row-gap: 0.5rem}}
+[class*="st-key-cards-{CARD_PX}-"] [data-testid="stColumn"] {{min-width: {CARD_PX}px; flex-grow: 0}}
+[class*="st-key-cards-{THUMB_PX}-"] [data-testid="stColumn"] {{min-width: {THUMB_PX}px; flex-grow: 0}}
+</style>"""
+
+
+def card_columns(n: int, key: str, min_px: int = CARD_PX, container=None) -> list:
+    """``n`` columns for a row of image cards that wraps onto more rows where each would be narrower than
+    ``min_px`` (see GRID_STYLE). ``key`` is unique on the page; ``container``: where (default: here)."""
+    box = (container or st).container(key=f"cards-{min_px}-{key}")
+    return box.columns(n, gap="small")
+
+
 def scenario_and_model(page: str) -> tuple[state.Selection, Scenario, TrainedModel]:
     """What every page starts with: the sidebar's scenario, its header, and its trained model.
 
     While the model trains the page shows the data's summary and the training's progress, then
     stops; it reruns by itself when the model is ready.
     """
+    st.html(GRID_STYLE)  # a style only: it takes no room on the page
     selection = pick_scenario()
     try:
         sc = state.scenario_of(selection)

@@ -14,7 +14,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core.methods import REGISTRY
-from explorer import session, state
+from explorer import components, session, state
 from explorer.components import (
     evaluation_panel,
     fitted_methods,
@@ -125,7 +125,7 @@ def _ranking(sc, trained, selection, scores: dict[str, np.ndarray]) -> None:
     if sc.kind == "image":
         scale = 3 if sc.input_shape[-1] <= 28 else 2
         for start in range(0, len(order), COLUMNS):
-            cols = st.columns(COLUMNS, gap="small")
+            cols = components.card_columns(COLUMNS, f"ranked-{start}")
             for col, i in zip(cols, order[start: start + COLUMNS].tolist(), strict=False):
                 with col:
                     st.image(to_image(sc.x_train[i], scale), width="stretch")

@@ -11,11 +11,10 @@ from dataclasses import dataclass
 
 import streamlit as st
 
-# the sidebar
+# the sidebar (drawn by every page: its widgets' values are kept across page switches, see restore)
 SCENARIO = "scenario"
 SEED = "seed"
 SOURCE = "data-source"         # built-in scenario or your own data (the radio)
-SOURCE_KEPT = "data-source-kept"  # the radio's choice, kept across page switches
 OWN_FORM = "own-form"
 OWN_SELECTION = "own-selection"  # the last of your own data and model that loaded (a Selection)
 OWN_ERROR = "own-error"
@@ -168,3 +167,24 @@ def set_open_pair(value: OpenPair | None) -> None:
         st.session_state.pop(PAIR, None)
     else:
         st.session_state[PAIR] = value
+
+
+# ----- widget values that outlive page switches --------------------------------------------------
+# A widget belongs to the page that drew it: switching pages drops its value, even where the next page
+# draws a widget with the same key (the sidebar, the method picker). Such a widget's value is kept in a
+# plain key: restore() hands it to the widget before the page draws it, remember() (its callback) keeps it.
+
+def kept(key: str) -> str:
+    return f"{key}::kept"
+
+
+def restore(key: str, default: object) -> None:
+    """Before drawing widget ``key`` (with no default of its own): its last value on any page, else ``default``."""
+    st.session_state[key] = st.session_state.setdefault(kept(key), default)
+
+
+def remember(*keys: str) -> None:
+    """A widget's (or a form's) callback: keep the values of ``keys`` for the next page that draws them."""
+    for key in keys:
+        if key in st.session_state:
+            st.session_state[kept(key)] = st.session_state[key]

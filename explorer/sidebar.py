@@ -16,15 +16,11 @@ SOURCES = ("Built-in scenario", "Your data")
 
 def pick_scenario() -> Selection:
     """A built-in scenario or a person's own data and model, from the sidebar."""
-    # Each page draws its own radio (a widget belongs to the page that drew it), so the choice is kept in a
-    # plain key, which outlives page switches, set by the radio's callback and given to every page's radio
-    kept = st.session_state.setdefault(session.SOURCE_KEPT, SOURCES[st.query_params.get("scenario") == CUSTOM])
-    st.session_state[session.SOURCE] = kept
+    session.restore(session.SOURCE, SOURCES[st.query_params.get("scenario") == CUSTOM])  # each page draws its own
     with st.sidebar:
         st.markdown("### attrex")
         source = st.radio("Data", SOURCES, horizontal=True, key=session.SOURCE, label_visibility="collapsed",
-                          on_change=lambda: st.session_state.__setitem__(session.SOURCE_KEPT,
-                                                                         st.session_state[session.SOURCE]))
+                          on_change=session.remember, args=(session.SOURCE,))
     if source == SOURCES[1]:
         return _your_data()
     return _preset()
@@ -39,24 +35,29 @@ def _preset() -> Selection:
         st.sidebar.text(str(wanted)[:120])  # plain text: a link's content is never rendered as Markdown
         wanted = DEFAULT_SCENARIO
     wanted = DEFAULT_SCENARIO if wanted == CUSTOM else wanted
+    session.restore(session.SCENARIO, wanted)  # the link's scenario first, then the last one picked on any page
     with st.sidebar:
         name = st.selectbox(
-            "Scenario", names, index=names.index(wanted), key=session.SCENARIO,
+            "Scenario", names, key=session.SCENARIO, on_change=session.remember, args=(session.SCENARIO,),
             help="A data set, perhaps with something planted in it: flipped labels, a backdoor trigger, a mark.",
         )
         st.caption(PRESETS[name].description)
         dataset = PRESETS[name].dataset
         kind = DATASETS[dataset].kind
         archs = [a for a, (_, k, _) in ARCHITECTURES.items() if k == kind]
+        model_keys = (session.SEED, session.arch(dataset), session.epochs(dataset))
+        for key, default in zip(model_keys, (0, default_config(dataset).arch, None), strict=True):
+            session.restore(key, default)
         with st.expander("Model and seed"), st.form(session.model_form(dataset), border=False):
-            seed = int(st.number_input("Seed", min_value=0, max_value=1_000_000, value=0, step=1, key=session.SEED,
+            seed = int(st.number_input("Seed", min_value=0, max_value=1_000_000, step=1, key=session.SEED,
                                        help="Seeds the scenario (which points are corrupted) and the training."))
-            arch = st.selectbox("Architecture", archs, index=archs.index(default_config(dataset).arch),
-                                key=session.arch(dataset), format_func=lambda a: f"{a}: {ARCHITECTURES[a][2]}")
-            epochs = st.number_input("Epochs", min_value=1, max_value=200, value=None, step=1, key=session.epochs(dataset),
+            arch = st.selectbox("Architecture", archs, key=session.arch(dataset),
+                                format_func=lambda a: f"{a}: {ARCHITECTURES[a][2]}")
+            epochs = st.number_input("Epochs", min_value=1, max_value=200, step=1, key=session.epochs(dataset),
                                      placeholder="default",
                                      help="Leave empty for the architecture's default (shown below).")
-            st.form_submit_button("Apply", help="Train (or load) the model with these options")
+            st.form_submit_button("Apply", help="Train (or load) the model with these options",
+                                  on_click=session.remember, args=model_keys)
             cfg = default_config(dataset, arch, seed=seed, epochs=int(epochs) if epochs else None)
             st.caption(f"{cfg.epochs} epochs, {cfg.optimizer.upper()}, lr {cfg.lr:g} (cosine to "
                        f"{cfg.lr * cfg.final_lr_ratio:g}), batch {cfg.batch_size}, "

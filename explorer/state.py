@@ -24,7 +24,7 @@ from core.errors import AttrexError
 from core.evaluation import Settings, evaluate, load_tensors
 from core.features import FLIA, dualview_lrp, flia
 from core.jobs import Job, JobRunner, in_process
-from core.methods import Attributor, TrainingData, create
+from core.methods import Attributor, TrainingData, create, get_method
 from core.methods.base import fit_for
 from core.models import ModelSource, TrainConfig, TrainedModel, load_cached, predict_proba, train
 from explorer import session
@@ -175,10 +175,11 @@ def check_method(selection: Selection, trained: TrainedModel, name: str, params:
 def method_or_job(selection: Selection, trained: TrainedModel, name: str, params: dict) -> Attributor | Job:
     """The fitted method (from the disk cache) or the background :class:`Job` precomputing it."""
     sc = scenario_of(selection)
-    method = create(name, trained, TrainingData.of(sc), **params)  # checks the parameters at once
+    cls = get_method(name)
+    cls.check(trained, TrainingData.of(sc), params)  # at once, and without building the method on every rerun
     key = method_key(name, params)
 
-    return runner().run_or_job(("fit", selection, key), f"precomputing {method.title}",
+    return runner().run_or_job(("fit", selection, key), f"precomputing {cls.title}",
                                load=lambda: _or_none(_cached_method, selection, *key, trained),
                                work=_work(fit_for, sc, selection.config, name, params,
                                           load=lambda: _or_none(_cached_method, selection, *key, trained)))

@@ -48,9 +48,9 @@ def small(monkeypatch):
     st.cache_data.clear()
 
 
-def page(preset: str, path: str, **state) -> AppTest:
+def page(preset: str, path: str, query: dict | None = None, **state) -> AppTest:
     at = AppTest.from_file(APP, default_timeout=240)
-    at.query_params["scenario"] = preset
+    at.query_params.update(scenario=preset, **(query or {}))
     for k, v in state.items():
         at.session_state[k] = v
     at.switch_page(path)
@@ -158,7 +158,7 @@ def test_backdoor_page_on_a_clean_scenario_says_what_it_needs(small):
 
 def test_typing_a_text_explains_it_like_a_test_sample(small):
     sc, trained = small("agnews")
-    at = page("agnews", "views/explore.py", methods=["dualview"])
+    at = page("agnews", "views/explore.py", query={"methods": "dualview"})
     words = " ".join(sc.vocab[10:16])
     at.text_input(key="custom-text").input("qwxzzy zzqqxx")  # a form: the value goes with the submit
     at.button[[b.label for b in at.button].index("Explain it")].click().run()
@@ -271,3 +271,23 @@ def test_explore_marks_and_lists_only_points_flagged_on_the_mislabels_page(small
         assert f"**#{i}** · {int(sc.y_train[i])}" in shown
     outside = [i for i in top.proponents[0].tolist() if i not in set(flagged.tolist())]
     assert all(f"**#{i}** · " not in shown for i in outside[:3])  # unflagged proponents are left out
+
+
+def test_the_sidebar_and_explore_choices_outlive_a_page_switch(small):
+    # each page draws its own widgets, and a switch drops the link's query: the choices must still hold
+    small("mnist")
+    small("mnist-noisy")
+    at = page("mnist", "views/explore.py")
+    at.selectbox(key="scenario").select("mnist-noisy").run()
+    wait_for_jobs(at)
+    at.number_input(key="top-k").set_value(5).run()
+    wait_for_jobs(at)
+    assert at.title[0].value == "Explore · mnist-noisy · seed 0"
+    at.query_params.clear()
+    at.switch_page("views/mislabels.py").run()
+    wait_for_jobs(at)
+    assert at.title[0].value == "Mislabels · mnist-noisy · seed 0"
+    assert at.selectbox(key="scenario").value == "mnist-noisy"
+    at.switch_page("views/explore.py").run()
+    wait_for_jobs(at)
+    assert at.title[0].value == "Explore · mnist-noisy · seed 0" and at.number_input(key="top-k").value == 5

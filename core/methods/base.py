@@ -212,25 +212,33 @@ class Attributor(ABC):
     query_batch: ClassVar[int] = 64  # test rows scored at once by :meth:`scores`
 
     def __init__(self, trained: TrainedModel, data: TrainingData, cache: Cache | None = None, **params: Any):
-        if len(data.x) != len(data.y) or len(data) == 0:
-            raise AttrexError(f"training data needs as many labels as inputs (got {len(data.x)} and {len(data.y)})")
-        if self.needs_checkpoints and not trained.checkpoints_given:
-            raise AttrexError(f"{self.name} sums over the model's training checkpoints, and this model came without "
-                              "them: pass its checkpoint folder (--checkpoints DIR with checkpoints.json)")
-        if self.retrains and not trained.retrainable:
-            raise AttrexError(f"{self.name} retrains the model on parts of the training set, and attrex does not know "
-                              "how this model was trained (it was loaded, not trained here)")
+        hparams = self.check(trained, data, params)
         self.trained = trained
         self.model = trained.model.eval()
         self.data = data
         self.cache = cache
-        self.hparams = self.check_params(params)
+        self.hparams = hparams
         self.fitted = False
         self.fit_seconds: float | None = None
         self.fit_status = ""
         self.info: dict = {}  # diagnostics reported by the precompute (duality gap, solver residuals, ...)
 
     # ----- parameters -------------------------------------------------------------------------
+    @classmethod
+    def check(cls, trained: TrainedModel, data: TrainingData, params: dict[str, Any]) -> dict[str, Any]:
+        """What building the method checks first, without building it: raises :class:`AttrexError` if it
+        cannot run on this model and data with ``params``; returns the parameters with defaults filled in.
+        (A method may check more when it is built, e.g. a parameter subset against the model's layers.)"""
+        if len(data.x) != len(data.y) or len(data) == 0:
+            raise AttrexError(f"training data needs as many labels as inputs (got {len(data.x)} and {len(data.y)})")
+        if cls.needs_checkpoints and not trained.checkpoints_given:
+            raise AttrexError(f"{cls.name} sums over the model's training checkpoints, and this model came without "
+                              "them: pass its checkpoint folder (--checkpoints DIR with checkpoints.json)")
+        if cls.retrains and not trained.retrainable:
+            raise AttrexError(f"{cls.name} retrains the model on parts of the training set, and attrex does not know "
+                              "how this model was trained (it was loaded, not trained here)")
+        return cls.check_params(params)
+
     @classmethod
     def check_params(cls, params: dict[str, Any]) -> dict[str, Any]:
         """All parameters with defaults filled in and values checked against the schema."""
