@@ -44,13 +44,15 @@ def job_panel(job: Job, what: str, explanation: str, retry_key: Hashable | None 
         job_progress(job, explanation)
 
 
-CARD_PX, THUMB_PX = 96, 56  # the narrowest a card (image, number, score, badges) or a gallery thumbnail gets
+CARD_PX, THUMB_PX = 80, 56  # the narrowest a card (image, number, score, badges) or a gallery thumbnail gets
 # rows of cards wrap where the page is too narrow for all of them at their narrowest (a 900 px window, say)
-# instead of squeezing numbers, scores and badges out of sight; the class comes from the container's key
+# instead of squeezing numbers, scores and badges out of sight, and a long badge ("flipped from 7") wraps
+# instead of being cut; the class comes from the container's key
 GRID_STYLE = f"""<style>
 [class*="st-key-cards-"] [data-testid="stHorizontalBlock"] {{flex-wrap: wrap; row-gap: 0.5rem}}
 [class*="st-key-cards-{CARD_PX}-"] [data-testid="stColumn"] {{min-width: {CARD_PX}px; flex-grow: 0}}
 [class*="st-key-cards-{THUMB_PX}-"] [data-testid="stColumn"] {{min-width: {THUMB_PX}px; flex-grow: 0}}
+[class*="st-key-cards-"] .stMarkdownBadge {{white-space: normal !important; overflow: visible !important}}
 </style>"""
 
 
