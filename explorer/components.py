@@ -45,6 +45,7 @@ def job_panel(job: Job, what: str, explanation: str, retry_key: Hashable | None 
 
 
 CARD_PX, THUMB_PX = 80, 56  # the narrowest a card (image, number, score, badges) or a gallery thumbnail gets
+PANE_PX = 340  # the narrowest a side-by-side pane (a table beside its chart) gets before they stack
 # rows of cards wrap where the page is too narrow for all of them at their narrowest (a 900 px window, say)
 # instead of squeezing numbers, scores and badges out of sight, and a long badge ("flipped from 7") wraps
 # instead of being cut; the class comes from the container's key
@@ -52,6 +53,8 @@ GRID_STYLE = f"""<style>
 [class*="st-key-cards-"] [data-testid="stHorizontalBlock"] {{flex-wrap: wrap; row-gap: 0.5rem}}
 [class*="st-key-cards-{CARD_PX}-"] [data-testid="stColumn"] {{min-width: {CARD_PX}px; flex-grow: 0}}
 [class*="st-key-cards-{THUMB_PX}-"] [data-testid="stColumn"] {{min-width: {THUMB_PX}px; flex-grow: 0}}
+[class*="st-key-panes-"] [data-testid="stHorizontalBlock"] {{flex-wrap: wrap; row-gap: 1rem}}
+[class*="st-key-panes-"] [data-testid="stColumn"] {{min-width: {PANE_PX}px}}
 [class*="st-key-cards-"] .stMarkdownBadge {{white-space: normal !important; overflow: visible !important}}
 </style>"""
 
@@ -61,6 +64,12 @@ def card_columns(n: int, key: str, min_px: int = CARD_PX, container=None) -> lis
     ``min_px`` (see GRID_STYLE). ``key`` is unique on the page; ``container``: where (default: here)."""
     box = (container or st).container(key=f"cards-{min_px}-{key}")
     return box.columns(n, gap="small")
+
+
+def panes(spec: list[float], key: str) -> list:
+    """Side-by-side panes (``st.columns(spec)``) that stack where one would be narrower than ``PANE_PX``.
+    Only for panes without columns of their own. ``key`` is unique on the page."""
+    return st.container(key=f"panes-{key}").columns(spec, gap="large")
 
 
 def scenario_and_model(page: str) -> tuple[state.Selection, Scenario, TrainedModel]:

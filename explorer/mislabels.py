@@ -84,7 +84,7 @@ def _quality(result: dict, n_flipped: int, n: int, what: str, known: bool) -> No
                      f"precision@{n_flipped}": v["precision_at_k"], "found in top 10%": 100 * v["found_at_10pct"],
                      "note": ""})
         curves[name] = r
-    left, right = st.columns([1.1, 1], gap="large")
+    left, right = components.panes([1.1, 1], "quality")
     with left:
         st.subheader(f"How well each method finds the {what}")
         st.dataframe(rows, hide_index=True, width="stretch",
