@@ -94,10 +94,11 @@ def _processes() -> dict[int, tuple[int, str]]:
 
 class CpuMeter:
     """Where the CPU goes while it runs: the app's server, its worker processes and the browser, each
-    sampled twice a second (a worker's seconds are its last sample before it ended)."""
+    sampled twice a second (a worker's seconds are its last sample before it ended), and the server's
+    peak resident memory."""
 
     def __init__(self, server: int) -> None:
-        self.server, self.seen, self.start = server, {}, {}
+        self.server, self.seen, self.start, self.rss_gib = server, {}, {}, 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -109,6 +110,12 @@ class CpuMeter:
         return "browser" if "chromium" in procs[pid][1] else None
 
     def _sample(self) -> None:
+        try:  # the server's resident memory, its peak over the run
+            rss = next(int(line.split()[1]) for line in Path(f"/proc/{self.server}/status").read_text().splitlines()
+                       if line.startswith("VmRSS:")) / 2**20
+            self.rss_gib = max(self.rss_gib, rss)
+        except (OSError, StopIteration):
+            pass
         procs = _processes()
         for pid in procs:
             group = self._group(pid, procs)
@@ -174,7 +181,8 @@ def polling(browser, scenario: str, pages: int, log) -> dict:
             proc.terminate()
         t_pages = _trained_seconds(scenario, cache)
     return {"scenario": scenario, "pages": pages, "alone_s": t_alone, "with_pages_s": t_pages,
-            "ratio": t_pages / t_alone, "target": 1.3, "cpu_seconds": meter.seconds()}
+            "ratio": t_pages / t_alone, "target": 1.3, "cpu_seconds": meter.seconds(),
+            "server_rss_peak_gib": round(meter.rss_gib, 2)}
 
 
 def main(argv: list[str] | None = None) -> int:
