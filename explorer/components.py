@@ -47,7 +47,7 @@ def job_panel(job: Job, what: str, explanation: str, retry_key: Hashable | None 
 CARD_PX, THUMB_PX = 80, 56  # the narrowest a card (image, number, score, badges) or a gallery thumbnail gets
 PANE_PX = 340  # the narrowest a side-by-side pane (a table beside its chart) gets before they stack
 # rows of cards wrap where the page is too narrow for all of them at their narrowest (a 900 px window, say)
-# instead of squeezing numbers, scores and badges out of sight, and a long badge ("flipped from 7") wraps
+# instead of squeezing numbers, scores and badges out of sight, and a long badge ("flipped from 7", anywhere) wraps
 # instead of being cut; the class comes from the container's key
 GRID_STYLE = f"""<style>
 [class*="st-key-cards-"] [data-testid="stHorizontalBlock"] {{flex-wrap: wrap; row-gap: 0.5rem}}
@@ -55,7 +55,7 @@ GRID_STYLE = f"""<style>
 [class*="st-key-cards-{THUMB_PX}-"] [data-testid="stColumn"] {{min-width: {THUMB_PX}px; flex-grow: 0}}
 [class*="st-key-panes-"] [data-testid="stHorizontalBlock"] {{flex-wrap: wrap; row-gap: 1rem}}
 [class*="st-key-panes-"] [data-testid="stColumn"] {{min-width: {PANE_PX}px}}
-[class*="st-key-cards-"] .stMarkdownBadge {{white-space: normal !important; overflow: visible !important}}
+.stMarkdownBadge {{white-space: normal !important; overflow: visible !important}}
 </style>"""
 
 
