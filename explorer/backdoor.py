@@ -20,8 +20,14 @@ from core.evaluation import Settings, best_method
 from core.features.render import outline, overlay
 from core.methods import REGISTRY
 from core.metrics.backdoor import trigger_mass_ratio
-from explorer import components, session, state
-from explorer.components import evaluation_panel, flags_markdown, retrain_panel, scenario_and_model
+from explorer import session, state
+from explorer.components import (
+    card_columns,
+    evaluation_panel,
+    flags_markdown,
+    retrain_panel,
+    scenario_and_model,
+)
 from explorer.render import to_image
 
 # The methods measured on every visit (fast precomputes); the others can be added. Measured on
@@ -128,7 +134,7 @@ def _ranking(sc, trained, selection, method: str, r: dict, ranking: np.ndarray |
     top = order[:COLUMNS].tolist()
     if sc.kind == "image":
         scale = 3 if sc.input_shape[-1] <= 28 else 2
-        cols = components.card_columns(COLUMNS, "top")
+        cols = card_columns(COLUMNS, "top")
         for col, i in zip(cols, top, strict=False):
             with col:
                 st.image(to_image(sc.x_train[i], scale), width="stretch")

@@ -15,8 +15,8 @@ import streamlit as st
 from core.errors import AttrexError
 from core.methods import REGISTRY
 from core.metrics import agreement
-from explorer import components, session, state
-from explorer.components import fitted_methods, flags_markdown, scenario_and_model
+from explorer import session, state
+from explorer.components import card_columns, fitted_methods, flags_markdown, scenario_and_model
 from explorer.render import to_image
 
 DEFAULT_METHODS = ("tracin-rp", "representer")  # both precompute in seconds; add GAS, TRAK, ... at will
@@ -85,7 +85,7 @@ def _side_by_side(sc, selection, fitted: dict, scores: dict[str, np.ndarray], ro
         with col:
             st.markdown(f"**{REGISTRY[m].title}**")
             if sc.kind == "image":
-                cells = components.card_columns(K // 2, f"side-{m}", min_px=components.THUMB_PX + 16)
+                cells = card_columns(K // 2, f"side-{m}", thumbs=True)
                 for r, i in enumerate(top[m].tolist()):
                     with cells[r % (K // 2)]:
                         st.image(to_image(sc.x_train[i], 2), width="stretch")

@@ -59,10 +59,11 @@ GRID_STYLE = f"""<style>
 </style>"""
 
 
-def card_columns(n: int, key: str, min_px: int = CARD_PX, container=None) -> list:
-    """``n`` columns for a row of image cards that wraps onto more rows where each would be narrower than
-    ``min_px`` (see GRID_STYLE). ``key`` is unique on the page; ``container``: where (default: here)."""
-    box = (container or st).container(key=f"cards-{min_px}-{key}")
+def card_columns(n: int, key: str, thumbs: bool = False, container=None) -> list:
+    """``n`` columns for a row of image cards (``thumbs``: small thumbnails) that wraps onto more rows where each
+    would be narrower than ``CARD_PX`` (``THUMB_PX``; see GRID_STYLE). ``key`` is unique on the page;
+    ``container``: where (default: here)."""
+    box = (container or st).container(key=f"cards-{THUMB_PX if thumbs else CARD_PX}-{key}")
     return box.columns(n, gap="small")
 
 

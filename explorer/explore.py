@@ -14,7 +14,7 @@ from core.data.text import tokenize
 from core.errors import AttrexError
 from core.models import TrainedModel, predict_proba
 from explorer import attribution, session, state
-from explorer.components import THUMB_PX, card_columns, scenario_and_model
+from explorer.components import card_columns, scenario_and_model
 from explorer.render import GROUND_TRUTH_COLOURS, badge, to_image, token_strip
 
 PAGE_SIZE = 40
@@ -244,7 +244,7 @@ def _pick(sc: Scenario, split: str, rows: np.ndarray, pred: np.ndarray, conf: np
     x, _ = sc.test_split(split)
     grid = st.container(height=GRID_HEIGHT, border=False)  # scrolls inside, so the attributions stay in view
     for start in range(0, len(shown), COLUMNS):
-        cols = card_columns(COLUMNS, f"gallery-{start}", THUMB_PX, container=grid)
+        cols = card_columns(COLUMNS, f"gallery-{start}", thumbs=True, container=grid)
         for col, r in zip(cols, shown[start: start + COLUMNS], strict=False):
             r = int(r)
             with col:

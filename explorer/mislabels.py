@@ -14,11 +14,13 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core.methods import REGISTRY
-from explorer import components, session, state
+from explorer import session, state
 from explorer.components import (
+    card_columns,
     evaluation_panel,
     fitted_methods,
     flags_markdown,
+    panes,
     retrain_panel,
     scenario_and_model,
 )
@@ -84,7 +86,7 @@ def _quality(result: dict, n_flipped: int, n: int, what: str, known: bool) -> No
                      f"precision@{n_flipped}": v["precision_at_k"], "found in top 10%": 100 * v["found_at_10pct"],
                      "note": ""})
         curves[name] = r
-    left, right = components.panes([1.1, 1], "quality")
+    left, right = panes([1.1, 1], "quality")
     with left:
         st.subheader(f"How well each method finds the {what}")
         st.dataframe(rows, hide_index=True, width="stretch",
@@ -125,7 +127,7 @@ def _ranking(sc, trained, selection, scores: dict[str, np.ndarray]) -> None:
     if sc.kind == "image":
         scale = 3 if sc.input_shape[-1] <= 28 else 2
         for start in range(0, len(order), COLUMNS):
-            cols = components.card_columns(COLUMNS, f"ranked-{start}")
+            cols = card_columns(COLUMNS, f"ranked-{start}")
             for col, i in zip(cols, order[start: start + COLUMNS].tolist(), strict=False):
                 with col:
                     st.image(to_image(sc.x_train[i], scale), width="stretch")

@@ -18,7 +18,6 @@ SOURCE = "data-source"         # built-in scenario or your own data (the radio)
 OWN_FORM = "own-form"
 OWN_SELECTION = "own-selection"  # the last of your own data and model that loaded (a Selection)
 OWN_ERROR = "own-error"
-OWN_FIELDS = "own-fields"      # the form's values at the last Load, shown by every page's form
 # the attribution panel
 METHODS = "methods"
 EXPLAIN = "explain"

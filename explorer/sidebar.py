@@ -80,9 +80,11 @@ def _your_data() -> Selection:
         recalled = state.recall_own(st.query_params.get("own"))
         if recalled is not None:
             st.session_state[session.OWN_SELECTION] = recalled
-            st.session_state[session.OWN_FIELDS] = _fields_of(recalled)
-    for field, value in st.session_state.get(session.OWN_FIELDS, {}).items():  # each page draws its own form
-        st.session_state[session.own(field)] = value
+            for field, value in _fields_of(recalled).items():
+                st.session_state[session.kept(session.own(field))] = value
+    fields = tuple(session.own(f) for f in OWN_FIELDS)
+    for key, default in zip(fields, OWN_FIELDS.values(), strict=True):  # each page draws its own form
+        session.restore(key, default)
     with st.sidebar, st.form(session.OWN_FORM, border=False):
         data = st.text_input("Data path", key=session.own("data"), placeholder="/data/my-images",
                              help="An image folder (one sub-folder per class; train/ and test/ optional), a .csv or "
@@ -90,12 +92,12 @@ def _your_data() -> Selection:
                                   "on the machine running attrex.")
         cols = st.columns(2)
         size = cols[0].text_input("Image size", key=session.own("size"), placeholder="HxW", help="Resize every image (needed when sizes differ)")
-        share = cols[1].number_input("Test share", key=session.own("share"), min_value=0.05, max_value=0.9, value=0.2, step=0.05,
+        share = cols[1].number_input("Test share", key=session.own("share"), min_value=0.05, max_value=0.9, step=0.05,
                                      help="Held out as the test split where the data has none")
         known = st.text_input("Known-bad list (optional)", key=session.own("known"), placeholder="bad.csv",
                               help="A CSV of training points known to be mislabelled (column id or path, optional "
                                    "label): the Mislabels and Evaluate pages score methods against it.")
-        seed = int(st.number_input("Seed", min_value=0, max_value=1_000_000, value=0, step=1, key=session.own("seed"),
+        seed = int(st.number_input("Seed", min_value=0, max_value=1_000_000, step=1, key=session.own("seed"),
                                    help="Seeds the held-out split and, when attrex trains the model, the training."))
         st.markdown("**Your model** (leave empty: attrex trains its default architecture)")
         entry = st.text_input("Model entry point", key=session.own("entry"), placeholder="package.module:build or /path/net.py:build",
@@ -108,7 +110,7 @@ def _your_data() -> Selection:
         features = cols[0].text_input("Features layer", key=session.own("features"), placeholder="auto", help="Only where attrex cannot split "
                                       "the model itself: the layer whose flattened output feeds the head")
         head = cols[1].text_input("Head layer", key=session.own("head"), placeholder="auto", help="The last nn.Linear (found by attrex)")
-        submitted = st.form_submit_button("Load", type="primary", key=session.own("load"), on_click=_keep_fields)
+        submitted = st.form_submit_button("Load", type="primary", key=session.own("load"), on_click=session.remember, args=fields)
     if submitted:
         try:
             selection = own_selection(data, size, share, known, seed, entry, weights, ckpts, features, head)
@@ -132,13 +134,9 @@ def _your_data() -> Selection:
     return selection
 
 
-OWN_FIELDS = ("data", "size", "share", "known", "seed", "entry", "weights", "ckpts", "features", "head")
-
-
-def _keep_fields() -> None:
-    """On *Load*: the form's values, kept in a plain key so that every page's form shows them."""
-    st.session_state[session.OWN_FIELDS] = {f: st.session_state[session.own(f)] for f in OWN_FIELDS
-                                             if session.own(f) in st.session_state}
+# the form's fields and their values before a first Load; what Load submitted is kept for every page's form
+OWN_FIELDS = {"data": "", "size": "", "share": 0.2, "known": "", "seed": 0, "entry": "", "weights": "", "ckpts": "",
+              "features": "", "head": ""}
 
 
 def _fields_of(selection: Selection) -> dict:
