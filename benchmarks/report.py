@@ -19,6 +19,8 @@ Sections (:data:`SECTIONS`):
   (5,000 training points), ``M`` half-size subsets.
 - ``mislabel``: mislabel detection on every noisy preset that has a default model here.
 - ``backdoor``: backdoor detection on every backdoor preset.
+- ``dattri``: dattri's IF, TracIn and TRAK on the MNIST MLP settings of ``lds-mlp`` and
+  ``iif-mislabel``, beside attrex's (:mod:`dattri_peer`).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, when run from a checkout
 
+import dattri_peer  # noqa: E402  (this folder)
 import torch  # noqa: E402
 from _common import common_args, setup  # noqa: E402  (this folder)
 
@@ -74,7 +77,7 @@ def _evaluate(preset: str, methods: list[str], tasks: list[str], cache, log, arc
     t0 = time.perf_counter()
     r = evaluate(scenario, trained, methods, tasks, settings, cache=cache, workers=workers,
                  progress=lambda f, m: log(f"{preset}: {m} ({f:.0%})"))
-    r["seconds"] = time.perf_counter() - t0
+    r.update(seconds=time.perf_counter() - t0, when=time.strftime("%Y-%m-%d"), threads=torch.get_num_threads())
     return r
 
 
@@ -96,8 +99,8 @@ def section_lds_mlp(cache, log, quick: bool) -> dict:
     return {"runs": [_evaluate("mnist", methods, ["lds"], cache, log, arch="mlp", n_train=5000, settings=settings)]}
 
 
-MISLABEL_PRESETS = ("mnist-noisy", "agnews-noisy")
-BACKDOOR_PRESETS = ("mnist-backdoor", "mnist-blend", "agnews-backdoor")
+MISLABEL_PRESETS = ("mnist-noisy", "agnews-noisy", "cifar10-noisy")
+BACKDOOR_PRESETS = ("mnist-backdoor", "mnist-blend", "agnews-backdoor", "cifar10-backdoor")
 
 
 def section_mislabel(cache, log, quick: bool, presets=MISLABEL_PRESETS) -> dict:
@@ -111,7 +114,8 @@ def section_backdoor(cache, log, quick: bool, presets=BACKDOOR_PRESETS) -> dict:
 
 
 SECTIONS = {"dualview-mnist": section_dualview_mnist, "iif-mislabel": section_iif_mislabel,
-            "lds-mlp": section_lds_mlp, "mislabel": section_mislabel, "backdoor": section_backdoor}
+            "lds-mlp": section_lds_mlp, "mislabel": section_mislabel, "backdoor": section_backdoor,
+            "dattri": dattri_peer.run}
 
 
 # ----------------------------------------------------------------------------- rendering
@@ -136,8 +140,11 @@ def _cell(run: dict, method: str, task: str, key: str, spec: str = ".3f") -> str
 def _header(run: dict) -> str:
     m = run["model"]
     extra = f", attack success {m['attack_success']:.1%}" if m.get("attack_success") is not None else ""
+    fresh = sum(v.get("fit_status") == "computed" for v in run["methods"].values())
     return (f"`{run['scenario']}` seed {run['seed']}, {m['arch']}, test accuracy {m['test_acc']:.1%}{extra}; "
-            f"evaluated in {run.get('seconds', 0):.0f} s (with the precomputes not cached before)")
+            f"evaluated in {run.get('seconds', 0):.0f} s, {fresh} of {len(run['methods'])} precomputes computed in "
+            "this run (the others read from the cache; their fit s is the time they took when computed)"
+            + (f"; measured {run['when']} on {run['threads']} torch thread(s)" if "when" in run else ""))
 
 
 def _best(run: dict, task: str, key: str) -> tuple[str | None, float | None]:
@@ -253,7 +260,8 @@ RENDER = {"dualview-mnist": ("DualView Table 2 on MNIST", render_dualview),
           "iif-mislabel": ("Mislabel detection, Integrated Influence Table 3 setting (MNIST MLP)", render_iif_mislabel),
           "lds-mlp": ("Linear datamodeling score, Integrated Influence Table 2 setting (MNIST MLP)", render_lds),
           "mislabel": ("Mislabel detection on the noisy presets", render_mislabel),
-          "backdoor": ("Backdoor detection on the backdoor presets", render_backdoor)}
+          "backdoor": ("Backdoor detection on the backdoor presets", render_backdoor),
+          "dattri": ("dattri's IF, TracIn and TRAK beside attrex's, on the same models and splits", dattri_peer.render)}
 
 
 def render() -> str:
@@ -274,9 +282,17 @@ def render() -> str:
     lines += ["## Not covered yet", "",
               "- DualView Table 2 on CIFAR-10, mislabel and backdoor detection on `cifar10-noisy` and "
               "`cifar10-backdoor`: each needs every method's precompute on the ResNet (hours on 2 cores).",
-              "- The Integrated Influence paper's Table 1 (linear regression): attrex's methods explain classifiers.",
-              "- dattri's IF, TracIn and TRAK run on our models and splits beside ours.", ""]
+              "- The Integrated Influence paper's Table 1 (linear regression): attrex's methods explain classifiers.", ""]
     return "\n".join(lines)
+
+
+def _merged(path: Path, new: dict) -> dict:
+    """``new``'s runs added to those saved in ``path`` (a run of the same scenario replaced), in preset order."""
+    old = json.loads(path.read_text())["runs"] if path.exists() else []
+    runs = {r["scenario"]: r for r in old} | {r["scenario"]: r for r in new["runs"]}
+    order = MISLABEL_PRESETS + BACKDOOR_PRESETS
+    return {**new, "runs": sorted(runs.values(), key=lambda r: order.index(r["scenario"]) if r["scenario"] in order
+                                  else len(order)), "seconds": sum(r.get("seconds", 0) for r in runs.values())}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -310,6 +326,8 @@ def main(argv: list[str] | None = None) -> int:
                 title, fn = RENDER[name]
                 print(f"## {title}\n\n" + "\n".join(fn(data)))
             else:
+                if args.presets and name in ("mislabel", "backdoor"):
+                    data = _merged(OUT / f"{name}.json", data)
                 (OUT / f"{name}.json").write_text(json.dumps(data, indent=1))
                 log(f"{name}: saved {OUT / (name + '.json')}")
     if not args.quick:

@@ -18,7 +18,7 @@ from core.jobs import Job
 from core.methods import REGISTRY, Param
 from core.models import TrainedModel
 from explorer import components, pair, session, state
-from explorer.components import flags_markdown, job_panel
+from explorer.components import controls, flags_markdown, job_panel
 from explorer.render import test_name, to_image
 
 DEFAULT_METHODS = ["tracin-rp"]
@@ -91,7 +91,7 @@ def _parameters(name: str, check) -> dict:
     if not cls.params:
         return current
     with st.expander(f"Parameters of {cls.title}"), st.form(session.params_form(name), border=False):
-        cols = st.columns(min(4, len(cls.params)))
+        cols = controls(min(4, len(cls.params)), f"params-{name}")
         chosen = {p.name: _widget(cols[i % len(cols)], p, current[p.name], session.param(name, p.name))
                   for i, p in enumerate(cls.params)}
         if st.form_submit_button("Apply"):

@@ -46,6 +46,7 @@ def job_panel(job: Job, what: str, explanation: str, retry_key: Hashable | None 
 
 CARD_PX, THUMB_PX = 80, 56  # the narrowest a card (image, number, score, badges) or a gallery thumbnail gets
 PANE_PX = 340  # the narrowest a side-by-side pane (a table beside its chart) gets before they stack
+CONTROL_PX = 130  # the narrowest a select box in a row of them gets ("least confident" and its arrow still read)
 # rows of cards wrap where the page is too narrow for all of them at their narrowest (a 900 px window, say)
 # instead of squeezing numbers, scores and badges out of sight, and a long badge ("flipped from 7", anywhere) wraps
 # instead of being cut; the class comes from the container's key
@@ -55,6 +56,8 @@ GRID_STYLE = f"""<style>
 [class*="st-key-cards-{THUMB_PX}-"] [data-testid="stColumn"] {{min-width: {THUMB_PX}px; flex-grow: 0}}
 [class*="st-key-panes-"] [data-testid="stHorizontalBlock"] {{flex-wrap: wrap; row-gap: 1rem}}
 [class*="st-key-panes-"] [data-testid="stColumn"] {{min-width: {PANE_PX}px}}
+[class*="st-key-controls-"] [data-testid="stHorizontalBlock"] {{flex-wrap: wrap; row-gap: 0.25rem}}
+[class*="st-key-controls-"] [data-testid="stColumn"] {{min-width: {CONTROL_PX}px}}
 .stMarkdownBadge {{white-space: normal !important; overflow: visible !important}}
 </style>"""
 
@@ -71,6 +74,12 @@ def panes(spec: list[float], key: str) -> list:
     """Side-by-side panes (``st.columns(spec)``) that stack where one would be narrower than ``PANE_PX``.
     Only for panes without columns of their own. ``key`` is unique on the page."""
     return st.container(key=f"panes-{key}").columns(spec, gap="large")
+
+
+def controls(spec: int | list[float], key: str, container=None) -> list:
+    """A row of input widgets (``st.columns(spec)``) that wraps onto more rows where one would be narrower than
+    ``CONTROL_PX``, so that no select box cuts its value short. ``key`` is unique on the page."""
+    return (container or st).container(key=f"controls-{key}").columns(spec)
 
 
 def scenario_and_model(page: str) -> tuple[state.Selection, Scenario, TrainedModel]:

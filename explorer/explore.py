@@ -14,7 +14,7 @@ from core.data.text import tokenize
 from core.errors import AttrexError
 from core.models import TrainedModel, predict_proba
 from explorer import attribution, session, state
-from explorer.components import card_columns, scenario_and_model
+from explorer.components import card_columns, controls, scenario_and_model
 from explorer.render import GROUND_TRUTH_COLOURS, badge, to_image, token_strip
 
 PAGE_SIZE = 40
@@ -155,7 +155,7 @@ def _gallery(sc: Scenario, trained: TrainedModel, selection: state.Selection) ->
     left, right = st.columns([3, 1.15], gap="large")
     with left:
         widths = ([1.7] if len(splits) > 1 else []) + [1.7, 1.1, 1.2]
-        cols = st.columns(widths)
+        cols = controls(widths, "filters")
         split = "clean"
         if len(splits) > 1:
             key = session.split(sc.spec.name)

@@ -73,7 +73,11 @@ def test_training_writes_checkpoints_with_their_learning_rates(tiny, tmp_path):
     early = tm.model_at(0)
     assert not torch.equal(early.head.weight, tm.model.head.weight)
     assert len(tm.history) == 4 and {"train_loss", "test_acc", "lr"} <= set(tm.history[0])
-    assert tm.attack_success is not None  # a backdoor scenario reports its attack success
+    # a backdoor scenario reports its attack success: the share of triggered test samples sent to the target
+    x_trig, target = tiny.test_split("triggered")
+    with torch.no_grad():
+        sent = (tm.model.eval()(x_trig).argmax(1) == target).float().mean().item()
+    assert tm.attack_success == pytest.approx(sent, abs=1e-6)
 
 
 def test_same_seed_same_model_other_seed_other_model(tiny, tmp_path):

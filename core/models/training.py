@@ -321,15 +321,20 @@ def _fit(scenario: Scenario, cfg: TrainConfig, progress: Progress | None) -> tup
             checkpoints.append({"index": i, "epoch": epoch, "step": step, "lr": lr})
             for k, v in model.state_dict().items():
                 tensors[f"ckpt{i}/{k}"] = v.clone()
-    attack = None
-    if "triggered" in scenario.test_splits():
-        x_trig, target = scenario.test_split("triggered")
-        attack = (predict(model, x_trig).argmax(1) == target).float().mean().item()
+    attack = attack_success(model, scenario)
     meta = {"label": f"{cfg.arch} on {scenario.spec.name or scenario.spec.dataset} (seed {cfg.seed}, "
                      f"{len(scenario.y_train):,} training points)",
             "config": asdict(cfg), "checkpoints": checkpoints, "history": history, "attack_success": attack,
             "train_seconds": time.perf_counter() - t0}
     return tensors, meta
+
+
+def attack_success(model: AttrexModel, scenario: Scenario) -> float | None:
+    """Share of the triggered test samples ``model`` sends to the backdoor's target; ``None`` without a backdoor."""
+    if "triggered" not in scenario.test_splits():
+        return None
+    x_trig, target = scenario.test_split("triggered")
+    return (predict(model, x_trig).argmax(1) == target).float().mean().item()
 
 
 def train(
@@ -417,10 +422,7 @@ def _load_source(scenario: Scenario, source: ModelSource, progress: Progress | N
     logits = predict(model, scenario.x_test)
     history = [{"epoch": len(listed), "test_acc": (logits.argmax(1) == scenario.y_test).float().mean().item(),
                 "test_loss": F.cross_entropy(logits, scenario.y_test).item()}]
-    attack = None
-    if "triggered" in scenario.test_splits():
-        x_trig, target = scenario.test_split("triggered")
-        attack = (predict(model, x_trig).argmax(1) == target).float().mean().item()
+    attack = attack_success(model, scenario)
     if progress:
         progress(1.0, "loaded")
     return TrainedModel(model, source, checkpoints, history, attack, time.perf_counter() - t0,
