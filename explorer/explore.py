@@ -234,10 +234,10 @@ def _pick(sc: Scenario, split: str, rows: np.ndarray, pred: np.ndarray, conf: np
 
     n_pages = max(1, -(-len(rows) // PAGE_SIZE))
     info, pager = st.columns([4, 1], vertical_alignment="bottom")
-    info.caption(summary + " · click a number to inspect the sample")
+    info.caption(summary + (f" · {n_pages} pages" if n_pages > 1 else "") + " · click a number to inspect the sample")
     page = 1
     if n_pages > 1:
-        page = int(pager.number_input(f"Page of {n_pages}", min_value=1, max_value=n_pages, value=1, step=1,
+        page = int(pager.number_input("Page", min_value=1, max_value=n_pages, value=1, step=1,
                                       key=session.page(sc.spec.name, split)))
     shown = rows[(page - 1) * PAGE_SIZE: page * PAGE_SIZE]
     scale = 4 if sc.input_shape[-1] <= 28 else 3

@@ -10,6 +10,11 @@ mapping is stated next to it. Used by ``benchmarks/report.py`` and the app's Eva
 DUALVIEW_MNIST = {"dualview": (.979, .663, .709, .758), "influence": (.107, .096, .991, .000),
                   "representer": (.763, .300, .499, 1.000), "gradcos": (.979, .975, .030, .977)}
 DUALVIEW_TASKS = ("identical-class", "identical-subclass", "label-poisoning", "domain-mismatch")
+# CIFAR-10 (ResNet-18): the paper's table has SIM-rp (cosine of randomly projected gradients, as attrex's gradcos
+# by default) and random rows, and no SIM row.
+DUALVIEW_CIFAR10 = {"dualview": (.868, .486, .826, .430), "influence": (.835, .480, .907, .000),
+                    "representer": (.614, .358, .532, .597), "gradcos": (.868, .841, .276, .500),
+                    "random": (.100, .100, .500, .030)}
 
 # Integrated Influence paper: Table 3, mislabel AUROC (MNIST MLP 128-64-10, 1,000 training points, 10% flipped),
 # and Table 2, LDS (MNIST MLP, 5,000 training points).
@@ -24,6 +29,8 @@ def paper_value(dataset: str, task: str, method: str) -> tuple[float, str] | Non
     """The published number for ``method`` on ``task`` in the setting closest to ``dataset``, with its source."""
     if dataset == "mnist" and task in DUALVIEW_TASKS and method in DUALVIEW_MNIST:
         return DUALVIEW_MNIST[method][DUALVIEW_TASKS.index(task)], "DualView Table 2 (MNIST CNN)"
+    if dataset == "cifar10" and task in DUALVIEW_TASKS and method in DUALVIEW_CIFAR10:
+        return DUALVIEW_CIFAR10[method][DUALVIEW_TASKS.index(task)], "DualView Table 2 (CIFAR-10 ResNet-18)"
     if dataset == "mnist" and task == "mislabel" and method in IIF_MISLABEL:
         return IIF_MISLABEL[method], "IIF Table 3 (MNIST MLP, 1,000 points)"
     if dataset == "mnist" and task == "lds" and method in IIF_LDS:
