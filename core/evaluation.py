@@ -367,7 +367,7 @@ def evaluate(scenario: Scenario, trained: TrainedModel, methods: list[str] | dic
                 return None
             out["methods"][mname] = {"title": cls.title, "baseline": cls.baseline, "params": method.hparams,
                                      "fit_seconds": method.fit_seconds, "fit_status": method.fit_status.split(":")[0],
-                                     "load_seconds": time.perf_counter() - t0}
+                                     "load_seconds": time.perf_counter() - t0, "info": method.info}
         except (AttrexError, RuntimeError, MemoryError, ValueError) as exc:
             out["methods"][mname] = {"title": cls.title, "baseline": cls.baseline, "error": f"{type(exc).__name__}: {exc}"}
             for name in names:
