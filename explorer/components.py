@@ -46,7 +46,7 @@ def job_panel(job: Job, what: str, explanation: str, retry_key: Hashable | None 
 
 CARD_PX, THUMB_PX = 80, 56  # the narrowest a card (image, number, score, badges) or a gallery thumbnail gets
 PANE_PX = 340  # the narrowest a side-by-side pane (a table beside its chart) gets before they stack
-CONTROL_PX = 130  # the narrowest a select box in a row of them gets ("least confident" and its arrow still read)
+CONTROL_PX = 110  # the narrowest a select box in a row of them gets (a short value and its arrow still read)
 # rows of cards wrap where the page is too narrow for all of them at their narrowest (a 900 px window, say)
 # instead of squeezing numbers, scores and badges out of sight, and a long badge ("flipped from 7", anywhere) wraps
 # instead of being cut; the class comes from the container's key
