@@ -259,3 +259,4 @@ class GradCos(GradDot):
     title = "GradCos"
     description = "Cosine of the angle between the gradients of the explained logit, training vs test input."
     normalise = True
+    cache_name = "graddot"  # the same gradients as GradDot's, normalised at query time
