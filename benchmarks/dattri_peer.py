@@ -153,6 +153,13 @@ def _summary(scenario, trained) -> dict:
             "arch": "mlp", "test_acc": trained.test_accuracy, "checkpoints": len(trained.checkpoints)}
 
 
+def _both(trained, data: TrainingData, cache: Cache, quick: bool) -> tuple[dict, Peer]:
+    """attrex's methods of :data:`PAIRS`, and dattri's set up to match them (damping, projected dimension)."""
+    ours = {name: create(name, trained, data, cache=cache, **(QUICK_TRAK if quick and name == "trak" else {}))
+            for name, _ in PAIRS}
+    return ours, Peer(trained, data, ours["influence"].hparams["damping"], ours["trak"].hparams["dim"])
+
+
 def lds_part(cache: Cache, log, quick: bool) -> dict:
     settings = Settings(lds_test=10, lds_subsets=5, lds_alpha=0.5) if quick else LDS_SETTINGS
     scenario, trained = _model("mnist", 1000 if quick else 5000, cache, log)
@@ -160,9 +167,7 @@ def lds_part(cache: Cache, log, quick: bool) -> dict:
     ctx = Context(scenario, trained, settings, cache, workers=1, progress=None)
     log("LDS: the subset models (cached)")
     x, y, masks, outputs = ctx.lds_points
-    ours_methods = {name: create(name, trained, data, cache=cache, **(QUICK_TRAK if quick and name == "trak" else {}))
-                    for name, _ in PAIRS}
-    peer = Peer(trained, data, ours_methods["influence"].hparams["damping"], ours_methods["trak"].hparams["dim"])
+    ours_methods, peer = _both(trained, data, cache, quick)
     rows = []
     for ours, theirs in PAIRS:
         log(f"LDS: attrex {ours}")
@@ -191,9 +196,7 @@ def mislabel_part(cache: Cache, log, quick: bool) -> dict:
     scenario, trained = _model("mnist-noisy", 300 if quick else 1000, cache, log)
     data = TrainingData.of(scenario)
     flipped = scenario.truth.flipped_ids
-    methods = {name: create(name, trained, data, cache=cache, **(QUICK_TRAK if quick and name == "trak" else {}))
-               for name, _ in PAIRS}
-    peer = Peer(trained, data, methods["influence"].hparams["damping"], methods["trak"].hparams["dim"])
+    methods, peer = _both(trained, data, cache, quick)
     rows = []
     for ours, theirs in PAIRS:
         method = methods[ours]
