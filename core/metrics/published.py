@@ -20,6 +20,10 @@ DUALVIEW_CIFAR10 = {"dualview": (.868, .486, .826, .430), "influence": (.835, .4
 # and Table 2, LDS (MNIST MLP, 5,000 training points).
 IIF_MISLABEL = {"influence": .869, "tracin": .853, "trak": .866, "integrated-influence": .885}
 IIF_LDS = {"influence": .1035, "tracin": .1379, "trak": .1115, "integrated-influence": .1635}
+# Integrated Influence paper, Table 1: LDS on synthetic linear regression (100 training points, 10 features, 100
+# trials) at the noise levels (sigma_n of the training targets, sigma_s of the test targets) of IIF_LINEAR_NOISE.
+IIF_LINEAR_NOISE = ((0.1, 1.0), (1.0, 1.0), (1.0, 0.1))
+IIF_LINEAR = {"integrated-influence": (.859, .744, .768), "influence": (.856, .634, .423), "tracin": (.815, .607, .405)}
 
 # dattri's benchmark, MNIST MLP LDS, read off its charts (+-0.02): TRAK-50, IF-CG, TracIn, RPS.
 DATTRI_LDS = {"trak": .45, "influence": .26, "tracin": .15, "representer": .09}
