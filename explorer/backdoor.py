@@ -19,7 +19,7 @@ from core.errors import AttrexError
 from core.evaluation import Settings, best_method
 from core.features.render import outline, overlay
 from core.methods import REGISTRY
-from core.metrics.backdoor import trigger_mass_ratio
+from core.metrics.backdoor import trigger_direction, trigger_mass_ratio
 from explorer import session, state
 from explorer.components import (
     card_columns,
@@ -150,7 +150,8 @@ def _ranking(sc, trained, selection, method: str, r: dict, ranking: np.ndarray |
 
 
 def _flia(sc, trained, selection, ids: list[int]) -> None:
-    """FLIA (ascent) of the top suspicious points for one triggered sample, with the trigger region outlined."""
+    """FLIA of the top suspicious points for one triggered sample, in the direction that puts the most mass on
+    the trigger over these pairs, with the trigger region outlined."""
     probs = state.probabilities(selection, "triggered", trained)
     target = sc.truth.target_class
     hits = np.flatnonzero(probs.argmax(1) == target)
@@ -159,26 +160,34 @@ def _flia(sc, trained, selection, ids: list[int]) -> None:
     st.markdown("**Where in these images the influence sits** · FLIA for a triggered test sample")
     row = int(st.selectbox("Triggered test sample", hits[:20].tolist(), key=session.BACKDOOR_SAMPLE,
                            format_func=lambda r: f"#{int(sc.truth.triggered_test_ids[r])}"))
-    st.caption("FLIA here moves each training image *up* the loss (ascent): BadNets' trigger is black and white, at "
-               "the ends of the pixel range, so the default descent cannot move it and shows nothing there; ascent "
-               "lights it up. Green outline: the trigger region; the ratio is FLIA's mass inside it over the "
-               "region's share of the image (1 = no preference).")
     x_test = sc.test_split("triggered")[0][row]
     scale = 4 if sc.input_shape[-1] <= 28 else 3
     mask = sc.truth.trigger_mask
     local = mask is not None and not bool(mask.all())  # a blended trigger covers the whole image: no region
+    try:
+        runs = {d: [state.flia_pair(selection, "triggered", row, i, target, trained, direction=d) for i in ids]
+                for d in (("descent", "ascent") if local else ("descent",))}
+    except AttrexError as exc:
+        st.error(str(exc))
+        return
+    direction = "descent"
+    if local:
+        direction, medians = trigger_direction({d: [f["heatmap"] for f in fs] for d, fs in runs.items()}, mask)
+        other = "ascent" if direction == "descent" else "descent"
+        st.caption(f"FLIA in **{direction}** ({'lowering' if direction == 'descent' else 'raising'} each training "
+                   f"image's influence on this sample): on these {len(ids)} pairs it puts a median ×"
+                   f"{medians[direction]:.1f} of the trigger's share of the image on the trigger, {other} ×"
+                   f"{medians[other]:.1f}. FLIA clips pixels to their range and a black-and-white trigger sits at its "
+                   "ends, so it often moves in one direction only; which one depends on the trained model, so both "
+                   "are measured and the one that shows more of the trigger is drawn. Green outline: the trigger region; the "
+                   "ratio is FLIA's mass inside it over the region's share of the image (1 = no preference).")
 
     def framed(rgb):
         return outline(rgb, mask) if local else rgb
 
     cols = st.columns(len(ids) + 1, gap="small")
     cols[0].image(framed(to_image(x_test, scale)), caption="triggered test", width="stretch")
-    for col, i in zip(cols[1:], ids, strict=False):
-        try:
-            f = state.flia_pair(selection, "triggered", row, i, target, trained, direction="ascent")
-        except AttrexError as exc:
-            col.error(str(exc))
-            continue
+    for col, i, f in zip(cols[1:], ids, runs[direction], strict=False):
         ratio = f" · trigger mass ×{trigger_mass_ratio(f['heatmap'], mask):.1f}" if local else ""
         col.image(framed(overlay(sc.x_train[i], f["heatmap"], False, scale)), caption=f"#{i}{ratio}", width="stretch")
     if not local:

@@ -57,7 +57,7 @@ def render(sc: Scenario, trained: TrainedModel, selection: state.Selection, meth
             "FLIA direction", ["descent", "ascent"], default="descent", required=True, key=session.PAIR_DIRECTION,
             help="Descent perturbs the training image to lower its influence on the test sample, ascent to raise "
                  "it. A feature at the end of the pixel range (a black-and-white trigger) can only move one way, so "
-                 "a backdoor trigger often shows under ascent only.")
+                 "a backdoor trigger often shows in one direction only; which one depends on the model.")
         with st.spinner("FLIA: perturbing the training image in 10 small steps…"):
             try:
                 f = state.flia_pair(selection, split, row, i, target, trained, direction=direction)

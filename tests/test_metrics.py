@@ -236,6 +236,28 @@ def test_trigger_mass_ratio_by_hand():
         backdoor.trigger_mass_ratio(heat, torch.zeros(4, 4, dtype=torch.bool))
 
 
+def test_trigger_direction_takes_the_higher_median_by_hand():
+    trigger = torch.zeros(4, 4, dtype=torch.bool)
+    trigger[0, :2] = True  # 2 of 16 pixels: ratio = 8 x the mass share on it
+
+    def heat(on: float) -> torch.Tensor:  # a heatmap with share ``on`` of its mass on the trigger
+        h = torch.zeros(4, 4)
+        h[0, 0], h[3, 3] = on, 1 - on
+        return h
+
+    # descent: ratios 0, 0, 8 (median 0); ascent: 2, 4, 0 (median 2): one strong descent pair does not decide
+    direction, medians = backdoor.trigger_direction(
+        {"descent": [heat(0), heat(0), heat(1)], "ascent": [heat(0.25), heat(0.5), heat(0)]}, trigger)
+    assert direction == "ascent" and medians == pytest.approx({"descent": 0.0, "ascent": 2.0})
+    # even counts: the mean of the two middle ratios (2 and 4 -> 3), above descent's 2.5 (1 and 4)
+    direction, medians = backdoor.trigger_direction(
+        {"descent": [heat(0.125), heat(0.5)], "ascent": [heat(0.25), heat(0.5)]}, trigger)
+    assert direction == "ascent" and medians == pytest.approx({"descent": 2.5, "ascent": 3.0})
+    assert backdoor.trigger_direction({"descent": [heat(0.5)], "ascent": [heat(0.5)]}, trigger)[0] == "descent"
+    with pytest.raises(AttrexError, match="at least one heatmap"):
+        backdoor.trigger_direction({"descent": [], "ascent": [heat(0.5)]}, trigger)
+
+
 # ----------------------------------------------------------------------------- agreement
 
 

@@ -8,6 +8,8 @@ the evaluation's metrics, the best method, the retrained model's accuracy.
 
 from __future__ import annotations
 
+import re
+import statistics
 from pathlib import Path
 
 import pytest
@@ -20,9 +22,11 @@ from core.cache import Cache
 from core.data import build
 from core.data import get_spec as real_get_spec
 from core.evaluation import Settings, evaluate
+from core.features import flia
 from core.methods import TrainingData, create
 from core.metrics import mislabel
-from core.models import default_config, train
+from core.metrics.backdoor import trigger_mass_ratio
+from core.models import default_config, predict, train
 
 APP = str(Path(__file__).resolve().parents[1] / "explorer" / "app.py")
 N_TRAIN, N_TEST = 600, 100
@@ -101,10 +105,19 @@ def test_backdoor_page_defaults_to_the_method_that_measures_best(small, monkeypa
     quality = at.dataframe[0].value
     assert list(quality["top-10 share"]) == pytest.approx([ok[m]["top_k_share"] for m in ok])
     assert f"{len(sc.truth.poisoned_ids)}" == next(m.value for m in at.metric if m.label == "Poisoned training points")
-    # FLIA (ascent) on the top suspicious points, with the trigger's mass ratio in the captions
+    # FLIA on the top suspicious points, drawn in the direction whose median trigger mass is higher on them
     captions = [str(getattr(i, "caption", "") or i.proto) for i in at.get("image")]
-    assert sum("trigger mass" in c for c in captions) == 4, captions
-    assert "ascent" in texts(at)
+    shown = [m.groups() for c in captions if (m := re.search(r"#(\d+) · trigger mass ×([0-9.]+)", c))]
+    assert len(shown) == 4, captions
+    ids = [int(i) for i, _ in shown]
+    x_trig, target = sc.test_split("triggered")
+    row = int((predict(trained.model, x_trig).argmax(1) == target).nonzero()[0])  # the sample selected first
+    ratios = {d: [trigger_mass_ratio(flia(trained, sc.x_train[i], int(sc.y_train[i]), x_trig[row], int(target[row]),
+                                          direction=d).heatmap, sc.truth.trigger_mask) for i in ids]
+              for d in ("descent", "ascent")}
+    direction = max(ratios, key=lambda d: statistics.median(ratios[d]))
+    assert f"FLIA in **{direction}**" in texts(at)
+    assert [r for _, r in shown] == [f"{r:.1f}" for r in ratios[direction]]
     flag = at.button[[b.label for b in at.button].index(f"Retrain without the {len(sc.truth.poisoned_ids)} flagged points")]
     flag.click().run()
     wait_for_jobs(at)

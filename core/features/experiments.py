@@ -264,9 +264,9 @@ def flia_on_poisoned(scenario: Scenario, trained: TrainedModel, x: torch.Tensor,
     trigger token's rank among the text's tokens by ``|FLIA|``.
 
     A trigger drawn at the ends of the pixel range (BadNets' black-and-white checkerboard)
-    often cannot move under descent: making it starker makes the poisoned point still more
-    confidently fit, which lowers its loss gradient and with it IL, so descent pushes its
-    pixels against the clip and their FLIA is 0; ascent moves them.
+    often can move in one direction only: where ``∂IL/∂x`` pushes a pixel past the clip, its
+    step, and with it its FLIA, is 0. Which direction that is depends on the trained model
+    (:func:`core.metrics.backdoor.trigger_direction`), hence both are reported.
     """
     truth = scenario.truth
     if truth.poisoned_ids is None:

@@ -21,6 +21,13 @@ ids (``scenario.truth.poisoned_ids``).
 - :func:`trigger_mass_ratio`: the share of a feature attribution heatmap's mass (``|FLIA|``
   summed over channels) inside the trigger region, divided by the region's share of the
   image: 1 = no preference for the trigger, ``1 / region share`` = all mass on it.
+- :func:`trigger_direction`: of FLIA heatmaps of the same pairs computed in several
+  directions, the direction whose median :func:`trigger_mass_ratio` is highest. A trigger at
+  the ends of the pixel range (BadNets' black-and-white patch) can move in one direction
+  only, since FLIA clips to the range, and which one depends on the sign of ``∂IL/∂x`` at
+  its pixels, that is on the trained model. On 40 poisoned pairs of the default MNIST CNN of
+  ``mnist-backdoor``, seeds 0, 1 and 2, descent's median ratio was 23.7, 4.7 and 5.3 and
+  ascent's 0.0, 0.03 and 1.0; an earlier training recipe had given descent 0 and ascent 27.
 
 Ties in the top k count by their chance (see :mod:`core.metrics._common`); the AUROCs use
 average ranks, as :func:`core.metrics.mislabel.auroc`. No poisoned point, or none clean among
@@ -28,6 +35,8 @@ the ranked points, raises :class:`~core.errors.AttrexError`.
 """
 
 from __future__ import annotations
+
+import statistics
 
 import torch
 
@@ -86,3 +95,12 @@ def trigger_mass_ratio(heatmap, trigger_mask) -> float:
     if not torch.isfinite(heat).all() or (heat < 0).any():
         raise AttrexError("the heatmap must hold finite non-negative values (|attribution|)")
     return float(heat[region].sum() / heat.sum().clamp_min(1e-300) / region.double().mean())
+
+
+def trigger_direction(heatmaps: dict[str, list], trigger_mask) -> tuple[str, dict[str, float]]:
+    """The direction whose heatmaps put the most mass on the trigger, and each direction's median
+    :func:`trigger_mass_ratio` over its heatmaps (ties: the first direction given)."""
+    if not heatmaps or any(not len(h) for h in heatmaps.values()):
+        raise AttrexError("trigger_direction needs at least one heatmap per direction")
+    medians = {d: statistics.median(trigger_mass_ratio(h, trigger_mask) for h in hs) for d, hs in heatmaps.items()}
+    return max(medians, key=lambda d: medians[d]), medians
