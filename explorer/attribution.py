@@ -31,13 +31,13 @@ def render(sc: Scenario, trained: TrainedModel, selection: state.Selection, spli
     names = sc.class_names
     st.divider()
     st.header("Which training data made this prediction?")
-    c1, c2, c3 = st.columns([3, 2, 1.3])
     session.restore(session.METHODS, DEFAULT_METHODS)
     session.restore(session.TOP_K, 8)
-    methods = c1.multiselect(
+    methods = st.multiselect(  # a row of its own: in a column its chips' names were cut at 900 px
         "Methods", offered(), max_selections=MAX_METHODS, key=session.METHODS,
         on_change=session.remember, args=(session.METHODS,),
         format_func=lambda m: REGISTRY[m].title, help="Up to three methods, one below the other.")
+    c2, c3 = controls([4, 1], "explain")
     if predicted != y_true:
         explain = c2.segmented_control(
             "Explain", ["prediction", "true label"], default="prediction", required=True, key=session.EXPLAIN,
