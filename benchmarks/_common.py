@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from collections.abc import Callable
@@ -10,6 +11,7 @@ from collections.abc import Callable
 import torch
 
 from core.cache import Cache
+from core.errors import AttrexError
 
 
 def common_args(ap: argparse.ArgumentParser, quick_help: str) -> None:
@@ -30,3 +32,19 @@ def setup(args: argparse.Namespace, tag: str) -> tuple[Cache | None, Callable[[s
             print(f"[{tag} {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr)
 
     return (Cache(args.cache_dir) if args.cache_dir else None), log
+
+
+def section_main(argv: list[str] | None, doc: str, tag: str, quick_help: str, run: Callable, render: Callable) -> int:
+    """The command line of a report section run on its own: ``run(cache, log, quick)``, then its JSON or
+    ``render``'s Markdown lines on stdout; a bad setting (:class:`AttrexError`) exits with status 2."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    common_args(ap, quick_help)
+    args = ap.parse_args(argv)
+    cache, log = setup(args, tag)
+    try:
+        data = run(cache or Cache(), log, args.quick)
+    except AttrexError as e:
+        print(f"{tag}: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(data, indent=1) if args.json else "\n".join(render(data)))
+    return 0

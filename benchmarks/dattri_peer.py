@@ -32,8 +32,6 @@ dattri is in the test extra (``make setup-test``); without it this says so and e
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -41,7 +39,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, when run from a checkout
 
 import torch  # noqa: E402
-from _common import common_args, setup  # noqa: E402  (this folder)
+from _common import section_main  # noqa: E402  (this folder)
 
 from core.cache import Cache  # noqa: E402
 from core.data import build, get_spec  # noqa: E402
@@ -253,17 +251,7 @@ def render(data: dict) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    common_args(ap, "small sizes (a smoke run)")
-    args = ap.parse_args(argv)
-    cache, log = setup(args, "dattri")
-    try:
-        data = run(cache or Cache(), log, args.quick)
-    except AttrexError as e:
-        print(f"dattri_peer: {e}", file=sys.stderr)
-        return 2
-    print(json.dumps(data, indent=1) if args.json else "\n".join(render(data)))
-    return 0
+    return section_main(argv, __doc__, "dattri", "small sizes (a smoke run)", run, render)
 
 
 if __name__ == "__main__":

@@ -17,8 +17,6 @@ parameter (the paper's Table 6 gives ``λ = 1``).
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import statistics
 import sys
@@ -28,7 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, when run from a checkout
 
 import torch  # noqa: E402
-from _common import common_args, setup  # noqa: E402  (this folder)
+from _common import section_main  # noqa: E402  (this folder)
 
 from core import regression  # noqa: E402
 from core.errors import AttrexError  # noqa: E402
@@ -124,13 +122,7 @@ def render(data: dict) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    common_args(ap, "3 trials, 300 subsets (a smoke run)")
-    args = ap.parse_args(argv)
-    cache, log = setup(args, "iif-linear")
-    data = run(cache, log, args.quick)
-    print(json.dumps(data, indent=1) if args.json else "\n".join(render(data)))
-    return 0
+    return section_main(argv, __doc__, "iif-linear", "3 trials, 300 subsets (a smoke run)", run, render)
 
 
 if __name__ == "__main__":
