@@ -12,6 +12,9 @@ and Debian's Chromium):
    fresh cache). The target is at most 1.3. Meanwhile the CPU seconds of the server, its worker
    processes and the browser are counted: on one machine the browser's rendering competes for
    the same cores, where a person's browser would run on their own machine.
+3. **Memory**: one page on each of ``--memory-scenarios`` (uncached, so each asks for its
+   own training), all open at once until every page shows its model; the peak resident
+   memory of the server and of the server with its worker processes, sampled twice a second.
 
 Each part starts its own ``streamlit run`` on a free port with a temporary cache.
 """
@@ -92,13 +95,22 @@ def _processes() -> dict[int, tuple[int, str]]:
     return out
 
 
+def _rss_gib(pid: int) -> float:
+    """Resident memory of process ``pid`` in GiB (0 once it is gone)."""
+    try:
+        return next(int(line.split()[1]) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                    if line.startswith("VmRSS:")) / 2**20
+    except (OSError, StopIteration):
+        return 0.0
+
+
 class CpuMeter:
     """Where the CPU goes while it runs: the app's server, its worker processes and the browser, each
-    sampled twice a second (a worker's seconds are its last sample before it ended), and the server's
-    peak resident memory."""
+    sampled twice a second (a worker's seconds are its last sample before it ended); the peak resident
+    memory of the server, and of the server and its workers together."""
 
     def __init__(self, server: int) -> None:
-        self.server, self.seen, self.start, self.rss_gib = server, {}, {}, 0.0
+        self.server, self.seen, self.start, self.rss_gib, self.total_rss_gib = server, {}, {}, 0.0, 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -110,13 +122,11 @@ class CpuMeter:
         return "browser" if "chromium" in procs[pid][1] else None
 
     def _sample(self) -> None:
-        try:  # the server's resident memory, its peak over the run
-            rss = next(int(line.split()[1]) for line in Path(f"/proc/{self.server}/status").read_text().splitlines()
-                       if line.startswith("VmRSS:")) / 2**20
-            self.rss_gib = max(self.rss_gib, rss)
-        except (OSError, StopIteration):
-            pass
         procs = _processes()
+        server = _rss_gib(self.server)
+        self.rss_gib = max(self.rss_gib, server)
+        workers = sum(_rss_gib(pid) for pid, (ppid, _) in procs.items() if ppid == self.server)
+        self.total_rss_gib = max(self.total_rss_gib, server + workers)
         for pid in procs:
             group = self._group(pid, procs)
             cpu = _cpu_seconds(pid) if group else None
@@ -185,11 +195,34 @@ def polling(browser, scenario: str, pages: int, log) -> dict:
             "server_rss_peak_gib": round(meter.rss_gib, 2)}
 
 
+def memory(browser, scenarios: list[str], log) -> dict:
+    with tempfile.TemporaryDirectory() as cache:
+        proc, url = _server(cache)
+        try:
+            with CpuMeter(proc.pid) as meter:
+                t0 = time.perf_counter()
+                opened = [browser.new_page() for _ in scenarios]
+                for p, name in zip(opened, scenarios, strict=True):
+                    p.goto(f"{url}/?scenario={name}", wait_until="commit", timeout=120_000)
+                log(f"memory: {len(scenarios)} pages, one per scenario, waiting for every model")
+                for p, name in zip(opened, scenarios, strict=True):
+                    p.get_by_text("Test accuracy").first.wait_for(timeout=3_600_000)
+                    log(f"memory: {name} shows its model after {time.perf_counter() - t0:.0f} s, "
+                        f"peak so far {meter.total_rss_gib:.2f} GiB")
+                seconds = time.perf_counter() - t0
+        finally:
+            proc.terminate()
+    return {"scenarios": scenarios, "seconds": round(seconds, 1), "server_rss_peak_gib": round(meter.rss_gib, 2),
+            "server_and_workers_rss_peak_gib": round(meter.total_rss_gib, 2), "cpu_seconds": meter.seconds()}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--pages", type=int, default=5)
     ap.add_argument("--scenario", default="mnist-superclass", help="an uncached scenario to train (default mnist-superclass)")
-    ap.add_argument("--skip", choices=["redraw", "polling"], action="append", default=[])
+    ap.add_argument("--memory-scenarios", default="mnist,mnist-noisy,fashion-mnist,agnews,cifar10",
+                    help="comma-separated uncached scenarios, one page each (part 3)")
+    ap.add_argument("--skip", choices=["redraw", "polling", "memory"], action="append", default=[])
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     from playwright.sync_api import sync_playwright
@@ -205,6 +238,8 @@ def main(argv: list[str] | None = None) -> int:
             log(f"redraw: {json.dumps(out['redraw'])}")
         if "polling" not in args.skip:
             out["polling"] = polling(browser, args.scenario, args.pages, log)
+        if "memory" not in args.skip:
+            out["memory"] = memory(browser, args.memory_scenarios.split(","), log)
         browser.close()
     print(json.dumps(out, indent=1) if args.json else out)
     return 0
