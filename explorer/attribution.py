@@ -151,19 +151,23 @@ def _method_block(sc: Scenario, trained: TrainedModel, selection: state.Selectio
                f"of {test_name(test_id)}; positive = the training point supports it")
     _truth_summary(sc, top, flagged, only)
     context = (split, row, top["target"])
+
+    def score_of(i: int) -> float:  # one training point's score for this sample: the cached score row
+        return float(state.top_k_among(selection, state.method_key(name, params), split, row, top["target"], 1,
+                                       (i,), method)["proponent_scores"][0])
+
     for kind, title in (("proponents", f"Proponents: support {names[top['target']]}"),
                         ("opponents", f"Opponents: work against {names[top['target']]}")):
         ids, scores = top[kind], top[f"{kind[:-1]}_scores"]
         if sc.kind == "image":
             st.markdown(f"**{title}** · *Inspect* opens the pair view: FLIA and DualView-LRP heatmaps")
             _image_cards(sc, ids, scores, name, kind, context, flagged)
+            pair.render(sc, trained, selection, name, kind, split, row, test_id, top["target"], context, score_of)
         else:
             st.markdown(f"**{title}** · FLIA token highlights: the stronger the colour, the more of the text's "
                         "influence that word carries")
             pair.text_rows(sc, trained, selection, split, row, top["target"], ids, scores,
                            _flags(sc, ids, flagged), flags_markdown)
-    if sc.kind == "image":
-        pair.render(sc, trained, selection, name, split, row, test_id, top["target"], context)
 
 
 def _flags(sc: Scenario, ids: np.ndarray, flagged: set[int]) -> list[list[str]]:
@@ -202,7 +206,7 @@ def _image_cards(sc: Scenario, ids: np.ndarray, scores: np.ndarray, method: str,
     for rank, (col, i, s, f) in enumerate(zip(cols, ids.tolist(), scores.tolist(), flags, strict=False), 1):
         with col:
             st.image(to_image(sc.x_train[i], scale), width="stretch")
-            opened = pair.is_open(method, i, context)
+            opened = pair.is_open(method, i)
             st.button("Inspecting" if opened else "Inspect", key=session.inspect(method, kind, i), width="stretch",
                       type="primary" if opened else "secondary", on_click=pair.open_pair,
                       args=(method, kind, i, rank, float(s), context))

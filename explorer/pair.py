@@ -30,16 +30,18 @@ def close_pair() -> None:
     session.set_open_pair(None)
 
 
-def is_open(method: str, train_id: int, context: tuple) -> bool:
+def is_open(method: str, train_id: int) -> bool:
     p = session.open_pair()
-    return p is not None and p.method == method and p.train == train_id and p.context == context
+    return p is not None and p.method == method and p.train == train_id
 
 
-def render(sc: Scenario, trained: TrainedModel, selection: state.Selection, method: str, split: str, row: int,
-           test_id: int, target: int, context: tuple) -> None:
-    """The pair view, if the user opened one from ``method``'s cards for this test sample and class."""
+def render(sc: Scenario, trained: TrainedModel, selection: state.Selection, method: str, kind: str, split: str,
+           row: int, test_id: int, target: int, context: tuple, score_of) -> None:
+    """The pair view, below the row of ``kind`` cards of ``method`` it was opened from. It stays open when the
+    sample or class changes: the same training point is then shown against this sample, with ``score_of(i)``,
+    its score for it."""
     p = session.open_pair()
-    if p is None or p.method != method or p.context != context:
+    if p is None or p.method != method or p.kind != kind:
         return
     i, names = p.train, sc.class_names
     x_test = state.test_input(selection, split, row)
@@ -48,10 +50,14 @@ def render(sc: Scenario, trained: TrainedModel, selection: state.Selection, meth
     with st.container(border=True):
         head, close = st.columns([8, 1])
         role = "proponent" if p.kind == "proponents" else "opponent"
+        if p.context == context:
+            why = f"{role.capitalize()} #{p.rank} of {REGISTRY[method].title} for class **{names[target]}** " \
+                  f"(score `{p.score:+.3g}`)"
+        else:
+            why = f"Opened as {role} #{p.rank} of another sample; its {REGISTRY[method].title} score for class " \
+                  f"**{names[target]}** of this one is `{score_of(i):+.3g}`"
         head.markdown(f"#### Pair view: {test_name(test_id)} and training #{i}\n"
-                      f"{role.capitalize()} #{p.rank} of {REGISTRY[method].title} for class "
-                      f"**{names[target]}** (score `{p.score:+.3g}`); training label "
-                      f"**{names[int(sc.y_train[i])]}**.")
+                      f"{why}; training label **{names[int(sc.y_train[i])]}**.")
         close.button("Close", key=session.PAIR_CLOSE, on_click=close_pair, width="stretch")
         direction = st.segmented_control(
             "FLIA direction", ["descent", "ascent"], default="descent", required=True, key=session.PAIR_DIRECTION,

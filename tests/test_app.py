@@ -214,6 +214,14 @@ def test_inspect_opens_the_pair_view_with_flia_and_dualview_lrp(default_trained)
     wait_for_jobs(at)
     captions = " ".join(img.caption for i in at.get("image") for img in i.proto.imgs)
     assert "FLIA (ascent) on the training image" in captions and f"Pair view: test #0 and training #{first}" in _texts(at)
+    # another sample: the pair view stays open on the same training point, with its score for the new sample
+    at.button(key="pick-mnist-clean-1").click().run()
+    wait_for_jobs(at)
+    method = create("tracin-rp", default_trained, TrainingData.of(build("mnist"))).fit()
+    x1 = build("mnist").x_test[1:2]
+    score = float(method.scores(x1, method.prepare_inputs(x1, None)[1])[0, first])
+    texts = _texts(at)
+    assert f"Pair view: test #1 and training #{first}" in texts and f"`{score:+.3g}`" in texts
     at.button(key="pair-close").click().run()
     assert "Pair view" not in _texts(at)
 
