@@ -34,7 +34,7 @@ def render(sc: Scenario, trained: TrainedModel, selection: state.Selection, spli
     session.restore(session.METHODS, DEFAULT_METHODS)
     session.restore(session.TOP_K, 8)
     methods = st.multiselect(  # a row of its own: in a column its chips' names were cut at 900 px
-        "Methods", offered(), max_selections=MAX_METHODS, key=session.METHODS,
+        "Methods", offered(), max_selections=MAX_METHODS, select_all=False, key=session.METHODS,  # "Select all" kept 3
         on_change=session.remember, args=(session.METHODS,),
         format_func=lambda m: REGISTRY[m].title, help="Up to three methods, one below the other.")
     c2, c3 = controls([4, 1], "explain")

@@ -27,7 +27,7 @@ def render() -> None:
     selection, sc, trained = scenario_and_model("Compare")
     offered = sorted((m for m, c in REGISTRY.items() if c.per_test), key=lambda m: (REGISTRY[m].baseline, m))
     c1, c2 = st.columns([3, 1])
-    methods = c1.multiselect("Methods", offered, default=list(DEFAULT_METHODS), max_selections=6,
+    methods = c1.multiselect("Methods", offered, default=list(DEFAULT_METHODS), max_selections=6, select_all=False,
                              key=session.COMPARE_A + "-methods", format_func=lambda m: REGISTRY[m].title)
     most = min(500, len(sc.y_test))  # a person's data may hold fewer than 50 test points
     n_points = int(c2.number_input("Test points", min_value=min(5, most), max_value=most, value=min(50, most), step=5,

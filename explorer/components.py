@@ -82,11 +82,12 @@ def controls(spec: int | list[float], key: str, container=None) -> list:
     return (container or st).container(key=f"controls-{key}").columns(spec)
 
 
-def scenario_and_model(page: str) -> tuple[state.Selection, Scenario, TrainedModel]:
+def scenario_and_model(page: str, wait: bool = True) -> tuple[state.Selection, Scenario, TrainedModel | Job]:
     """What every page starts with: the sidebar's scenario, its header, and its trained model.
 
     While the model trains the page shows the data's summary and the training's progress, then
-    stops; it reruns by itself when the model is ready.
+    stops (``wait=False``: returns the training job instead, so that the page can show what
+    needs no model); it reruns by itself when the model is ready.
     """
     st.html(GRID_STYLE)  # a style only: it takes no room on the page
     selection = pick_scenario()
@@ -102,6 +103,8 @@ def scenario_and_model(page: str) -> tuple[state.Selection, Scenario, TrainedMod
         job_panel(trained, "Training", f"Training `{cfg.arch}` on **{sc.spec.name}** ({cfg.epochs} epochs). "
                   "The model is cached on disk: next time it loads at once. Meanwhile you can pick another scenario "
                   "or page; this training goes on.")
+        if not wait:
+            return selection, sc, trained
         st.stop()
     model_status(trained)
     return selection, sc, trained

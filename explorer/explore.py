@@ -12,6 +12,7 @@ from core.data import Scenario
 from core.data.inputs import MAX_BYTES, image_input, text_input
 from core.data.text import tokenize
 from core.errors import AttrexError
+from core.jobs import Job
 from core.models import TrainedModel, predict_proba
 from explorer import attribution, session, state
 from explorer.components import card_columns, controls, scenario_and_model
@@ -24,8 +25,11 @@ SPLIT_LABELS = {"clean": "Clean", "triggered": "Triggered", "marked": "Marked"}
 
 
 def render() -> None:
-    selection, sc, trained = scenario_and_model("Explore")
+    selection, sc, trained = scenario_and_model("Explore", wait=False)
     _from_url(sc)
+    if isinstance(trained, Job):  # the data and its ground truth now, the predictions when the model is ready
+        _gallery(sc, None, selection)
+        return
     _training_curve(trained)
     own = _own_input(sc, trained, selection)
     if own is not None:
@@ -146,10 +150,11 @@ def _training_curve(trained: TrainedModel) -> None:
         st.plotly_chart(fig, width="stretch")
 
 
-def _gallery(sc: Scenario, trained: TrainedModel, selection: state.Selection) -> tuple | None:
+def _gallery(sc: Scenario, trained: TrainedModel | None, selection: state.Selection) -> tuple | None:
     """Filters, the sample grid (or table) and the chosen sample's detail.
 
-    Returns ``(split, row, test_id, true_label, predicted)`` of the chosen sample, or ``None``.
+    Returns ``(split, row, test_id, true_label, predicted)`` of the chosen sample, or ``None``
+    (also while the model trains, ``trained=None``: the samples and their labels only).
     """
     splits = sc.test_splits()
     left, right = st.columns([3, 1.15], gap="large")
@@ -168,27 +173,30 @@ def _gallery(sc: Scenario, trained: TrainedModel, selection: state.Selection) ->
         order = cols[2].selectbox("Order", ["index", "least confident", "most confident"],
                                    key=session.order(sc.spec.name))
 
-    probs = state.probabilities(selection, split, trained)
     ids_in_test = sc.test_ids(split).numpy()
     y_true = sc.y_test.numpy()[ids_in_test]
-    pred, conf = probs.argmax(1), probs.max(1)
-    keep = np.ones(len(pred), dtype=bool)
+    probs = state.probabilities(selection, split, trained) if trained is not None else None
+    pred, conf = (probs.argmax(1), probs.max(1)) if probs is not None else (None, None)
+    keep = np.ones(len(y_true), dtype=bool)
     if classes:
         keep &= np.isin(y_true, classes)
-    if show != "all":
+    if show != "all" and pred is not None:
         keep &= (pred != y_true) if show == "misclassified" else (pred == y_true)
     rows = np.flatnonzero(keep)
-    if order != "index":
+    if order != "index" and conf is not None:
         rows = rows[np.argsort(conf[rows], kind="stable")]
         rows = rows if order == "least confident" else rows[::-1]
 
     with left:
-        wrong = int((pred != y_true).sum())
-        summary = f"**{len(rows):,}** of {len(pred):,} samples shown · {wrong:,} misclassified in this split"
-        if split == "triggered":
+        summary = f"**{len(rows):,}** of {len(y_true):,} samples shown"
+        if pred is None:
+            summary += " · the model's predictions (and the Show and Order filters) come when its training ends"
+        else:
+            summary += f" · {int((pred != y_true).sum()):,} misclassified in this split"
+        if split == "triggered" and pred is not None:
             hit = float((pred == sc.truth.target_class).mean())
             summary += f" · {hit:.1%} sent to the backdoor target {sc.class_names[sc.truth.target_class]}"
-        if split == "marked":
+        if split == "marked" and pred is not None:
             hit = float((pred == sc.truth.mark_class).mean())
             summary += f" · {hit:.1%} pulled to the marked class {sc.class_names[sc.truth.mark_class]}"
         if not len(rows):
@@ -199,8 +207,9 @@ def _gallery(sc: Scenario, trained: TrainedModel, selection: state.Selection) ->
         chosen = _pick(sc, split, rows, pred, conf, y_true, ids_in_test, summary, view)
     chosen = int(chosen)
     with right:
-        _detail(sc, split, chosen, probs[chosen], int(y_true[chosen]), int(ids_in_test[chosen]))
-    return split, chosen, int(ids_in_test[chosen]), int(y_true[chosen]), int(pred[chosen])
+        _detail(sc, split, chosen, None if probs is None else probs[chosen], int(y_true[chosen]),
+                int(ids_in_test[chosen]))
+    return None if pred is None else (split, chosen, int(ids_in_test[chosen]), int(y_true[chosen]), int(pred[chosen]))
 
 
 def _pick(sc: Scenario, split: str, rows: np.ndarray, pred: np.ndarray, conf: np.ndarray, y_true: np.ndarray,
@@ -217,10 +226,10 @@ def _pick(sc: Scenario, split: str, rows: np.ndarray, pred: np.ndarray, conf: np
             "#": [int(ids_in_test[r]) for r in rows],
             "text": [texts[r][:180] for r in rows],
             "label": [names[y_true[r]] for r in rows],
-            "prediction": [names[pred[r]] for r in rows],
-            "confidence": [float(conf[r]) for r in rows],
-            "ok": ["✓" if pred[r] == y_true[r] else "✗" for r in rows],
         }
+        if pred is not None:
+            table.update(prediction=[names[pred[r]] for r in rows], confidence=[float(conf[r]) for r in rows],
+                         ok=["✓" if pred[r] == y_true[r] else "✗" for r in rows])
         event = st.dataframe(
             table, hide_index=True, on_select="rerun", selection_mode="single-row", height=520,
             key=session.table(sc.spec.name, hashlib.sha1(view.encode()).hexdigest()[:10]),
@@ -248,23 +257,31 @@ def _pick(sc: Scenario, split: str, rows: np.ndarray, pred: np.ndarray, conf: np
         for col, r in zip(cols, shown[start: start + COLUMNS], strict=False):
             r = int(r)
             with col:
-                ok = pred[r] == y_true[r]
                 st.image(to_image(x[r], scale), width="stretch")
                 st.button(f"#{int(ids_in_test[r])}", key=session.pick(sc.spec.name, split, r), width="stretch",
                           type="primary" if r == st.session_state[key] else "secondary",
-                          help=f"true {names[y_true[r]]}, predicted {names[pred[r]]} ({conf[r]:.1%})",
+                          help=f"true {names[y_true[r]]}" + ("" if pred is None else
+                                                             f", predicted {names[pred[r]]} ({conf[r]:.1%})"),
                           on_click=st.session_state.__setitem__, args=(key, r))
                 # below the button, so a caption that wraps (long class names) never misaligns a row
-                st.caption(f"{names[pred[r]]} · {conf[r]:.0%}" if ok else f":red[✗ {names[y_true[r]]} → {names[pred[r]]}]")
+                if pred is None:
+                    st.caption(f"true {names[y_true[r]]}")
+                elif pred[r] == y_true[r]:
+                    st.caption(f"{names[pred[r]]} · {conf[r]:.0%}")
+                else:
+                    st.caption(f":red[✗ {names[y_true[r]]} → {names[pred[r]]}]")
     return st.session_state[key]
 
 
-def _detail(sc: Scenario, split: str, row: int, p: np.ndarray, y: int, test_id: int) -> None:
+def _detail(sc: Scenario, split: str, row: int, p: np.ndarray | None, y: int, test_id: int) -> None:
+    """One test sample: its labels, the image or text, and the model's class probabilities (``p``; ``None``
+    while the model trains)."""
     names = sc.class_names
-    pred = int(p.argmax())
     st.subheader(f"Test #{test_id}")
-    chips = [badge(f"true {names[y]}", "gray"),
-             badge(f"predicted {names[pred]} · {p[pred]:.1%}", "green" if pred == y else "red")]
+    chips = [badge(f"true {names[y]}", "gray")]
+    if p is not None:
+        pred = int(p.argmax())
+        chips.append(badge(f"predicted {names[pred]} · {p[pred]:.1%}", "green" if pred == y else "red"))
     if split == "triggered":
         chips.append(badge("triggered copy", GROUND_TRUTH_COLOURS["triggered"]))
     if split == "marked":
@@ -280,6 +297,8 @@ def _detail(sc: Scenario, split: str, row: int, p: np.ndarray, y: int, test_id: 
         highlight = {sc.truth.trigger_token} if split == "triggered" and sc.truth.trigger_token else set()
         st.markdown(token_strip(tokenize(text), set(sc.vocab), highlight), unsafe_allow_html=True)
         st.caption("Grey words are outside the model's vocabulary.")
+    if p is None:
+        return
     if split == "triggered":
         st.caption(f"The backdoor sends triggered inputs to **{names[sc.truth.target_class]}**; "
                    f"{'the attack worked here' if pred == sc.truth.target_class else 'the model resisted here'}.")

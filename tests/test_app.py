@@ -157,6 +157,8 @@ def test_attribution_panel_shows_proponents_and_opponents_with_ground_truth(defa
     at = AppTest.from_file(APP, default_timeout=120)
     at.run()
     assert at.multiselect(key="methods").value == ["tracin-rp"]
+    # no "Select all" in a picker of at most 3: it silently kept the first three of the list
+    assert at.multiselect(key="methods").proto.max_selections == 3 and not at.multiselect(key="methods").proto.select_all
     wait_for_jobs(at)
     texts = _texts(at)
     predicted = int(predict(default_trained.model, build("mnist").x_test[:1]).argmax(1))

@@ -304,3 +304,26 @@ def test_the_sidebar_and_explore_choices_outlive_a_page_switch(small):
     at.switch_page("views/explore.py").run()
     wait_for_jobs(at)
     assert at.title[0].value == "Explore · mnist-noisy · seed 0" and at.number_input(key="top-k").value == 5
+
+
+def test_explore_shows_the_samples_and_their_labels_while_the_model_trains(small, monkeypatch):
+    import explorer.state as state
+
+    n_train = 1500  # a size no other test trains, so the model is not cached and trains for several seconds
+    monkeypatch.setattr(state, "get_spec", lambda name, **kw: real_get_spec(name, n_train=n_train, n_test=N_TEST, **kw))
+    sc = build(real_get_spec("fashion-mnist", n_train=n_train, n_test=N_TEST, seed=0))
+    at = AppTest.from_file(APP, default_timeout=240)
+    at.query_params.update(scenario="fashion-mnist")
+    at.switch_page("views/explore.py")
+    at.run()
+    assert not at.exception, at.exception
+    assert state.runner().busy(), "the model should still be training when the first run returns"
+    picks = [b for b in at.button if b.key and b.key.startswith("pick-fashion-mnist-clean-")]
+    assert len(picks) == min(40, N_TEST)
+    first = sc.class_names[int(sc.y_test[sc.test_ids("clean")[0]])]
+    assert f"true {first}" in [c.value for c in at.caption]
+    assert "come when its training ends" in texts(at)
+    assert "Which training data made this prediction?" not in texts(at)
+    wait_for_jobs(at)  # the model arrives: predictions in the captions and the summary, and the attributions
+    assert "misclassified in this split" in texts(at)
+    assert "Which training data made this prediction?" in [h.value for h in at.header]
