@@ -17,7 +17,7 @@ from core.errors import AttrexError
 from core.jobs import Job
 from core.methods import REGISTRY, Param
 from core.models import TrainedModel
-from explorer import components, pair, session, state
+from explorer import components, links, pair, session, state
 from explorer.components import controls, flags_markdown, job_panel
 from explorer.render import test_name, to_image
 
@@ -40,17 +40,18 @@ def render(sc: Scenario, trained: TrainedModel, selection: state.Selection, spli
     c2, c3 = controls([4, 1], "explain")
     if predicted != y_true:
         explain = c2.segmented_control(
-            "Explain", ["prediction", "true label"], default="prediction", required=True, key=session.EXPLAIN,
+            "Explain", ["prediction", "true label"], required=True, key=session.EXPLAIN,
+            default=None if session.EXPLAIN in st.session_state else "prediction",  # a link may have set it
             format_func=lambda e: f"why {names[predicted]}" if e == "prediction" else f"why not {names[y_true]}",
             help=f"Which class the scores are about: the prediction ({names[predicted]}) or the sample's true "
                  f"label ({names[y_true]}).")
     else:
         explain = "prediction"
         c2.markdown(f"Explaining the prediction **{names[predicted]}** (also the true label).")
-    k = int(c3.number_input("Shown", min_value=1, max_value=16, step=1, key=session.TOP_K,
+    k = int(c3.number_input("Shown", min_value=1, max_value=links.MAX_K, step=1, key=session.TOP_K,
                             on_change=session.remember, args=(session.TOP_K,),
                             help="Proponents and opponents shown per method"))
-    st.query_params["methods"] = ",".join(methods)
+    links.write_view(methods, k, explain == "true label")
     target = predicted if explain == "prediction" else y_true
     flagged, only = _flagged_filter(sc)
     if not methods:
@@ -58,6 +59,7 @@ def render(sc: Scenario, trained: TrainedModel, selection: state.Selection, spli
         return
     for name in methods:
         _method_block(sc, trained, selection, name, split, row, test_id, target, k, flagged, only)
+    links.write_pairs(tuple(p for p in session.open_pairs() if p.method in methods))
 
 
 def _flagged_filter(sc: Scenario) -> tuple[set[int], bool]:
@@ -125,6 +127,7 @@ def _method_block(sc: Scenario, trained: TrainedModel, selection: state.Selectio
     cls = REGISTRY[name]
     st.subheader(cls.title)
     params = _parameters(name, lambda p: state.check_method(selection, trained, name, p))
+    links.write_params(name, params)
     try:
         method = state.method_or_job(selection, trained, name, params)
     except AttrexError as exc:
@@ -162,7 +165,9 @@ def _method_block(sc: Scenario, trained: TrainedModel, selection: state.Selectio
         if sc.kind == "image":
             st.markdown(f"**{title}** · *Inspect* opens the pair view: FLIA and DualView-LRP heatmaps")
             _image_cards(sc, ids, scores, name, kind, context, flagged)
-            pair.render(sc, trained, selection, name, kind, split, row, test_id, top["target"], context, score_of)
+            shown = {i: (r, s) for r, (i, s) in enumerate(zip(ids.tolist(), scores.tolist(), strict=True), 1)}
+            pair.render(sc, trained, selection, name, kind, split, row, test_id, top["target"], context, shown,
+                        score_of)
         else:
             st.markdown(f"**{title}** · FLIA token highlights: the stronger the colour, the more of the text's "
                         "influence that word carries")
@@ -208,8 +213,9 @@ def _image_cards(sc: Scenario, ids: np.ndarray, scores: np.ndarray, method: str,
             st.image(to_image(sc.x_train[i], scale), width="stretch")
             opened = pair.is_open(method, i)
             st.button("Inspecting" if opened else "Inspect", key=session.inspect(method, kind, i), width="stretch",
-                      type="primary" if opened else "secondary", on_click=pair.open_pair,
-                      args=(method, kind, i, rank, float(s), context))
+                      type="primary" if opened else "secondary", on_click=pair.toggle,
+                      args=(method, kind, i, rank, context),
+                      help="Close this pair view" if opened else "Open the pair view: FLIA and DualView-LRP heatmaps")
             # below the button, so badges of different lengths never put the buttons out of line
             label = sc.class_names[int(sc.y_train[i])]
             st.markdown(f"**#{i}** · {label}  \n`{s:+.3g}`" + (f"  \n{flags_markdown(sc, i, f)}" if f else ""))

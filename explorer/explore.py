@@ -14,7 +14,7 @@ from core.data.text import tokenize
 from core.errors import AttrexError
 from core.jobs import Job
 from core.models import TrainedModel, predict_proba
-from explorer import attribution, session, state
+from explorer import attribution, links, session, state
 from explorer.components import card_columns, controls, scenario_and_model
 from explorer.render import GROUND_TRUTH_COLOURS, badge, to_image, token_strip
 
@@ -26,7 +26,7 @@ SPLIT_LABELS = {"clean": "Clean", "triggered": "Triggered", "marked": "Marked"}
 
 def render() -> None:
     selection, sc, trained = scenario_and_model("Explore", wait=False)
-    _from_url(sc)
+    links.read(sc, attribution.offered(), attribution.MAX_METHODS)
     if isinstance(trained, Job):  # the data and its ground truth now, the predictions when the model is ready
         _gallery(sc, None, selection)
         return
@@ -38,7 +38,7 @@ def render() -> None:
     picked = _gallery(sc, trained, selection)
     if picked is not None:
         split, row = picked[0], picked[1]
-        st.query_params.update(split=split, sample=str(row))  # a reload or a shared link shows the same view
+        links.write_sample(split, row)  # a reload or a shared link shows the same view
         attribution.render(sc, trained, selection, *picked)
 
 
@@ -96,42 +96,6 @@ def _own_input(sc: Scenario, trained: TrainedModel, selection: state.Selection) 
         st.markdown(badge(f"predicted {names[pred]} · {p[pred]:.1%}", "green"))
         st.bar_chart({names[c]: float(p[c]) for c in np.argsort(p)[::-1][:5]}, horizontal=True, height=180)
     return state.CUSTOM, digest, "your input", pred, pred
-
-
-def _from_url(sc: Scenario) -> None:
-    """Once per session and scenario: the split, test sample and methods a link names, each checked.
-
-    A value that does not fit is reported (as plain text, never rendered) and ignored.
-    """
-    name = sc.spec.name
-    if st.session_state.get(session.url_read(name)):
-        return
-    st.session_state[session.url_read(name)] = True
-    q = st.query_params
-    bad: list[str] = []
-    split = q.get("split", "clean")
-    if split not in sc.test_splits():
-        bad.append(f"split={split}")
-        split = "clean"
-    elif split != "clean":
-        st.session_state[session.kept(session.split(name))] = split
-    if "sample" in q:
-        n = len(sc.test_split(split)[1])
-        try:
-            row = int(q["sample"])
-            if not 0 <= row < n:
-                raise ValueError
-            st.session_state[session.sample(name, split)] = row
-        except ValueError:
-            bad.append(f"sample={q['sample']} (this split has rows 0-{n - 1})")
-    if "methods" in q:
-        wanted = [m for m in q["methods"].split(",") if m]
-        known = [m for m in wanted if m in attribution.offered()]
-        bad += [f"method {m}" for m in wanted if m not in known]
-        st.session_state[session.kept(session.METHODS)] = known[: attribution.MAX_METHODS]
-    if bad:
-        st.warning("The link names values this scenario does not have; they are ignored:")
-        st.text("\n".join(bad)[:500])
 
 
 def _training_curve(trained: TrainedModel) -> None:

@@ -22,45 +22,60 @@ from explorer import session, state
 from explorer.render import test_name, to_image
 
 
-def open_pair(method: str, kind: str, train_id: int, rank: int, score: float, context: tuple) -> None:
-    session.set_open_pair(session.OpenPair(method, kind, train_id, rank, score, context))
+def toggle(method: str, kind: str, train_id: int, rank: int, context: tuple) -> None:
+    """An *Inspect* button: open the pair view of this card (closing the oldest beyond
+    :data:`session.MAX_PAIRS`), or
+    close it if it is open."""
+    if is_open(method, train_id):
+        close(method, train_id)
+    else:
+        opened = (*session.open_pairs(), session.OpenPair(method, kind, train_id, rank, context))
+        session.set_open_pairs(opened[-session.MAX_PAIRS:])
 
 
-def close_pair() -> None:
-    session.set_open_pair(None)
+def close(method: str, train_id: int) -> None:
+    session.set_open_pairs(tuple(p for p in session.open_pairs() if (p.method, p.train) != (method, train_id)))
 
 
 def is_open(method: str, train_id: int) -> bool:
-    p = session.open_pair()
-    return p is not None and p.method == method and p.train == train_id
+    return any((p.method, p.train) == (method, train_id) for p in session.open_pairs())
 
 
 def render(sc: Scenario, trained: TrainedModel, selection: state.Selection, method: str, kind: str, split: str,
-           row: int, test_id: int, target: int, context: tuple, score_of) -> None:
-    """The pair view, below the row of ``kind`` cards of ``method`` it was opened from. It stays open when the
-    sample or class changes: the same training point is then shown against this sample, with ``score_of(i)``,
-    its score for it."""
-    p = session.open_pair()
-    if p is None or p.method != method or p.kind != kind:
-        return
+           row: int, test_id: int, target: int, context: tuple, shown: dict[int, tuple[int, float]], score_of) -> None:
+    """The pair views opened from the row of ``kind`` cards of ``method``, below it. They stay open when the sample
+    or class changes: the same training point is then shown against this sample. ``shown``: the row's cards,
+    training id -> (rank, score); ``score_of(i)``: the score of a training point not among them."""
+    for p in session.open_pairs():
+        if p.method == method and p.kind == kind:
+            _one(p, sc, trained, selection, split, row, test_id, target, context, shown, score_of)
+
+
+def _one(p: session.OpenPair, sc: Scenario, trained: TrainedModel, selection: state.Selection, split: str, row: int,
+         test_id: int, target: int, context: tuple, shown: dict[int, tuple[int, float]], score_of) -> None:
+    method = p.method
     i, names = p.train, sc.class_names
     x_test = state.test_input(selection, split, row)
     x_train = sc.x_train[i]
     scale = 6 if sc.input_shape[-1] <= 28 else 4
     with st.container(border=True):
-        head, close = st.columns([8, 1])
+        head, close_ = st.columns([8, 1])
         role = "proponent" if p.kind == "proponents" else "opponent"
-        if p.context == context:
-            why = f"{role.capitalize()} #{p.rank} of {REGISTRY[method].title} for class **{names[target]}** " \
-                  f"(score `{p.score:+.3g}`)"
+        title = REGISTRY[method].title
+        if i in shown:
+            rank, score = shown[i]
+            why = f"{role.capitalize()} #{rank} of {title} for class **{names[target]}** (score `{score:+.3g}`)"
         else:
-            why = f"Opened as {role} #{p.rank} of another sample; its {REGISTRY[method].title} score for class " \
-                  f"**{names[target]}** of this one is `{score_of(i):+.3g}`"
+            where = ("from a link" if p.context is None else f"as {role} #{p.rank}"
+                     + ("" if p.context == context else " of another sample or class"))
+            why = f"Opened {where}; its {title} score for class **{names[target]}** of this sample is " \
+                  f"`{score_of(i):+.3g}`"
         head.markdown(f"#### Pair view: {test_name(test_id)} and training #{i}\n"
                       f"{why}; training label **{names[int(sc.y_train[i])]}**.")
-        close.button("Close", key=session.PAIR_CLOSE, on_click=close_pair, width="stretch")
+        close_.button("Close", key=session.pair_widget(p, "close"), on_click=close, args=(method, i), width="stretch")
         direction = st.segmented_control(
-            "FLIA direction", ["descent", "ascent"], default="descent", required=True, key=session.PAIR_DIRECTION,
+            "FLIA direction", ["descent", "ascent"], default="descent", required=True,
+            key=session.pair_widget(p, "direction"),
             help="Descent perturbs the training image to lower its influence on the test sample, ascent to raise "
                  "it. A feature at the end of the pixel range (a black-and-white trigger) can only move one way, so "
                  "a backdoor trigger often shows in one direction only; which one depends on the model.")
@@ -77,7 +92,7 @@ def render(sc: Scenario, trained: TrainedModel, selection: state.Selection, meth
                       caption=f"FLIA ({direction}) on the training image: |attribution|, yellow (low) to red (most)")
         _lrp(sc, trained, selection, split, row, i, target, x_test, x_train, scale, cols[3], cols[4])
         chart, notes = st.columns([3, 2])
-        chart.plotly_chart(_il_path_figure(f["il_path"]), width="stretch", key=session.PAIR_IL_PATH)
+        chart.plotly_chart(_il_path_figure(f["il_path"]), width="stretch", key=session.pair_widget(p, "il-path"))
         conf = f["confidence"]
         notes.markdown(
             f"**IL** (TracIn of this pair over the checkpoints) went from `{f['il_path'][0]:+.3g}` to "

@@ -22,10 +22,8 @@ OWN_ERROR = "own-error"
 METHODS = "methods"
 EXPLAIN = "explain"
 TOP_K = "top-k"
-PAIR = "pair"
-PAIR_CLOSE = "pair-close"
-PAIR_IL_PATH = "pair-il-path"
-PAIR_DIRECTION = "pair-direction"
+PAIRS = "pairs"                # the open pair views, oldest first (a tuple of OpenPair)
+MAX_PAIRS = 3                  # open pair views at once; opening another closes the oldest
 # a person's own inputs (digest -> tensor) and the one being explained
 CUSTOM_INPUTS = "custom-inputs"
 CUSTOM_ACTIVE = "custom-active"
@@ -147,25 +145,31 @@ def inspect(method: str, kind: str, train_id: int) -> str:
 
 @dataclass(frozen=True)
 class OpenPair:
-    """The pair view's state: which card of which method opened it, for which test sample and class."""
+    """One open pair view: a training point of a method's cards, and where it was opened (``rank`` and
+    ``context`` are ``None`` for a pair a link opened)."""
 
     method: str
     kind: str           # "proponents" or "opponents"
     train: int
-    rank: int
-    score: float
-    context: tuple      # (split, row, explained class)
+    rank: int | None = None
+    context: tuple | None = None  # (split, row, explained class) of the sample it was opened on
+
+    def url(self) -> str:
+        """How a link names it: ``method:kind:train``."""
+        return f"{self.method}:{self.kind}:{self.train}"
 
 
-def open_pair() -> OpenPair | None:
-    return st.session_state.get(PAIR)
+def open_pairs() -> tuple[OpenPair, ...]:
+    return st.session_state.get(PAIRS, ())
 
 
-def set_open_pair(value: OpenPair | None) -> None:
-    if value is None:
-        st.session_state.pop(PAIR, None)
-    else:
-        st.session_state[PAIR] = value
+def set_open_pairs(value: tuple[OpenPair, ...]) -> None:
+    st.session_state[PAIRS] = tuple(value)
+
+
+def pair_widget(p: OpenPair, what: str) -> str:
+    """The key of widget ``what`` (close, direction, il-path) of pair view ``p``."""
+    return f"pair-{what}-{p.method}-{p.train}"
 
 
 # ----- widget values that outlive page switches --------------------------------------------------

@@ -8,7 +8,7 @@ from core.data import DATASETS, DEFAULT_SCENARIO, PRESETS
 from core.data.scenario import CUSTOM, custom_spec
 from core.errors import AttrexError
 from core.models import ARCHITECTURES, TrainedModel, default_config
-from explorer import session, state
+from explorer import links, session, state
 from explorer.state import Selection
 
 SOURCES = ("Built-in scenario", "Your data")
@@ -46,10 +46,12 @@ def _preset() -> Selection:
         kind = DATASETS[dataset].kind
         archs = [a for a, (_, k, _) in ARCHITECTURES.items() if k == kind]
         model_keys = (session.SEED, session.arch(dataset), session.epochs(dataset))
-        for key, default in zip(model_keys, (0, default_config(dataset).arch, None), strict=True):
+        seed = links.seed()
+        for key, default in zip(model_keys, (0 if seed is None else seed, default_config(dataset).arch, None),
+                                strict=True):
             session.restore(key, default)
         with st.expander("Model and seed"), st.form(session.model_form(dataset), border=False):
-            seed = int(st.number_input("Seed", min_value=0, max_value=1_000_000, step=1, key=session.SEED,
+            seed = int(st.number_input("Seed", min_value=0, max_value=links.SEED_MAX, step=1, key=session.SEED,
                                        help="Seeds the scenario (which points are corrupted) and the training."))
             arch = st.selectbox("Architecture", archs, key=session.arch(dataset),
                                 format_func=lambda a: f"{a}: {ARCHITECTURES[a][2]}")
@@ -64,6 +66,7 @@ def _preset() -> Selection:
                        f"{len(cfg.checkpoint_epochs())} checkpoints")
     if st.query_params.get("scenario") != name:
         st.query_params["scenario"] = name
+    links.write_seed(seed)
     return Selection(name, seed, cfg)
 
 
@@ -97,7 +100,7 @@ def _your_data() -> Selection:
         known = st.text_input("Known-bad list (optional)", key=session.own("known"), placeholder="bad.csv",
                               help="A CSV of training points known to be mislabelled (column id or path, optional "
                                    "label): the Mislabels and Evaluate pages score methods against it.")
-        seed = int(st.number_input("Seed", min_value=0, max_value=1_000_000, step=1, key=session.own("seed"),
+        seed = int(st.number_input("Seed", min_value=0, max_value=links.SEED_MAX, step=1, key=session.own("seed"),
                                    help="Seeds the held-out split and, when attrex trains the model, the training."))
         st.markdown("**Your model** (leave empty: attrex trains its default architecture)")
         entry = st.text_input("Model entry point", key=session.own("entry"), placeholder="package.module:build or /path/net.py:build",

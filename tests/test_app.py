@@ -212,7 +212,7 @@ def test_inspect_opens_the_pair_view_with_flia_and_dualview_lrp(default_trained)
     assert "DualView-LRP on the training image" in captions or any("no support vector" in i.value for i in at.info)
     assert "IL" in texts and "grey level" in texts
     assert len(at.get("plotly_chart")) >= 1
-    at.button_group(key="pair-direction").set_value("ascent").run()  # FLIA's other direction, same pair
+    at.button_group(key=f"pair-direction-tracin-rp-{first}").set_value("ascent").run()  # FLIA's other direction
     wait_for_jobs(at)
     captions = " ".join(img.caption for i in at.get("image") for img in i.proto.imgs)
     assert "FLIA (ascent) on the training image" in captions and f"Pair view: test #0 and training #{first}" in _texts(at)
@@ -224,8 +224,37 @@ def test_inspect_opens_the_pair_view_with_flia_and_dualview_lrp(default_trained)
     score = float(method.scores(x1, method.prepare_inputs(x1, None)[1])[0, first])
     texts = _texts(at)
     assert f"Pair view: test #1 and training #{first}" in texts and f"`{score:+.3g}`" in texts
-    at.button(key="pair-close").click().run()
-    assert "Pair view" not in _texts(at)
+    assert at.query_params["pairs"] in (f"tracin-rp:proponents:{first}", [f"tracin-rp:proponents:{first}"])
+    at.button(key=f"pair-close-tracin-rp-{first}").click().run()
+    assert "Pair view" not in _texts(at) and "pairs" not in at.query_params
+
+
+def test_pair_views_stay_open_side_by_side_up_to_three(default_trained):
+    """Several pairs can be compared: each *Inspect* adds one (beyond three the oldest closes); *Inspecting* closes."""
+    from core.data import build
+    from core.methods import TrainingData, create
+
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()
+    wait_for_jobs(at)
+    top = create("tracin-rp", default_trained, TrainingData.of(build("mnist"))).fit().top_k(build("mnist").x_test[:1], k=8)
+    ids = [int(i) for i in top.proponents[0, :4]]
+    for i in ids[:2]:
+        at.button(key=f"inspect-tracin-rp-proponents-{i}").click().run()
+        wait_for_jobs(at)
+    texts = _texts(at)
+    assert all(f"Pair view: test #0 and training #{i}" in texts for i in ids[:2])
+    assert "Proponent #2 of TracIn (projected)" in texts
+    for i in ids[2:]:
+        at.button(key=f"inspect-tracin-rp-proponents-{i}").click().run()
+        wait_for_jobs(at)
+    texts = _texts(at)
+    assert f"training #{ids[0]}" not in texts  # the oldest closed: at most three at once
+    assert all(f"Pair view: test #0 and training #{i}" in texts for i in ids[1:])
+    assert at.button(key=f"inspect-tracin-rp-proponents-{ids[1]}").label == "Inspecting"
+    at.button(key=f"inspect-tracin-rp-proponents-{ids[1]}").click().run()  # a second click closes it
+    texts = _texts(at)
+    assert f"training #{ids[1]}" not in texts and f"Pair view: test #0 and training #{ids[3]}" in texts
 
 
 def test_a_link_restores_split_sample_and_methods_and_reports_what_does_not_fit(backdoor_trained):
@@ -248,3 +277,53 @@ def test_a_link_restores_split_sample_and_methods_and_reports_what_does_not_fit(
     at2.run()
     assert not at2.exception and "Test #0" in _texts(at2)
     assert any("sample=99999" in t.value for t in at2.text)
+
+
+def test_a_link_restores_seed_cards_parameters_class_and_pair_views(default_trained, default_mnist):
+    """Everything the Explore view shows is in its link; a reload (a new session on the same URL) shows it again."""
+    from core.models import predict
+
+    wrong = (predict(default_trained.model, default_mnist.x_test).argmax(1) != default_mnist.y_test).nonzero()
+    row = int(wrong[0, 0])  # a misclassified sample (derived from the model), so the class explained can differ
+    at = AppTest.from_file(APP, default_timeout=120)
+    # the random baseline: a parameter (its seed) that a link can change without a long precompute
+    at.query_params.update({"scenario": "mnist", "seed": "0", "sample": str(row), "methods": "random", "k": "5",
+                            "explain": "label", "p-random": "seed:7", "pairs": "random:opponents:17"})
+    at.run()
+    wait_for_jobs(at)
+    assert not at.exception, at.exception
+    assert at.number_input(key="top-k").value == 5
+    assert at.segmented_control(key="explain").value == "true label"
+    assert at.session_state["params-random"]["seed"] == 7
+    assert f"Opponents: work against {int(default_mnist.y_test[row])}" in _texts(at)
+    assert f"Pair view: test #{row} and training #17" in _texts(at)
+    assert "Opened from a link" in _texts(at)
+    # what the page wrote back is the same link
+    q = {k: v if isinstance(v, str) else v[0] for k, v in at.query_params.items()}
+    assert {k: q[k] for k in ("seed", "sample", "k", "explain", "p-random", "pairs")} == {
+        "seed": "0", "sample": str(row), "k": "5", "explain": "label", "p-random": "seed:7",
+        "pairs": "random:opponents:17"}
+
+
+@pytest.mark.parametrize(("key", "value", "reported"), [
+    ("k", "0", "k=0"), ("k", "abc", "k=abc"), ("explain", "everything", "explain=everything"),
+    ("p-tracin-rp", "dim:-3", "p-tracin-rp=dim:-3"), ("p-tracin-rp", "nonsense:1", "no parameter"),
+    ("p-no-such", "a:1", "p-no-such=a:1"), ("pairs", "tracin-rp:opponents:99999999", "pair tracin-rp:opponents"),
+    ("pairs", "[x](http://example.com)", "pair [x](http://example.com)")])
+def test_a_link_value_that_does_not_fit_is_reported_as_text_and_changes_nothing(default_trained, key, value, reported):
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.query_params.update({"scenario": "mnist", key: value})
+    at.run()
+    assert not at.exception, at.exception
+    assert any(reported in t.value for t in at.text), [t.value for t in at.text]
+    assert at.number_input(key="top-k").value == 8 and "Pair view" not in _texts(at)
+    assert "params-tracin-rp" not in at.session_state or at.session_state["params-tracin-rp"]["dim"] == 2048
+
+
+def test_a_bad_seed_in_the_link_is_reported_and_the_default_kept(default_trained):
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.query_params.update({"scenario": "mnist", "seed": "-1"})
+    at.run()
+    assert not at.exception
+    assert at.title[0].value == "Explore · mnist · seed 0"
+    assert any(t.value == "-1" for t in at.sidebar.text)
