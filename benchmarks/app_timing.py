@@ -35,6 +35,10 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the repository root, when run from a checkout
+
+from benchmarks._proc import status_kib  # noqa: E402
+
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
@@ -97,11 +101,7 @@ def _processes() -> dict[int, tuple[int, str]]:
 
 def _rss_gib(pid: int) -> float:
     """Resident memory of process ``pid`` in GiB (0 once it is gone)."""
-    try:
-        return next(int(line.split()[1]) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
-                    if line.startswith("VmRSS:")) / 2**20
-    except (OSError, StopIteration):
-        return 0.0
+    return (status_kib("VmRSS", pid) or 0) / 2**20
 
 
 class CpuMeter:

@@ -49,6 +49,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, when run from a checkout
 
+from benchmarks._proc import status_kib  # noqa: E402
 from core.cache import Cache  # noqa: E402
 from core.data import PRESETS, build, get_spec  # noqa: E402
 from core.errors import AttrexError  # noqa: E402
@@ -343,15 +344,9 @@ def bench_flia(trained, data, x: torch.Tensor, target: torch.Tensor, reference: 
 
 
 def _status_gb(field: str) -> float | None:
-    """A memory figure of this process from Linux's ``/proc/self/status`` (``VmRSS``, ``VmHWM``), or ``None``."""
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith(f"{field}:"):
-                    return int(line.split()[1]) * 1024 / 1e9
-    except OSError:
-        return None
-    return None
+    """A memory figure of this process (``VmRSS``, ``VmHWM``) in GB, or ``None`` where there is no ``/proc``."""
+    kib = status_kib(field)
+    return None if kib is None else kib * 1024 / 1e9
 
 
 def _peak_gb() -> float:

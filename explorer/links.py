@@ -3,7 +3,7 @@
 The sidebar puts the scenario and seed in the URL; the Explore page puts there the split and test sample
 (``split``, ``sample``), the methods (``methods``), each method's parameters where they differ from the
 defaults (``p-<method>=name:value;name:value``), the number of cards (``k``), the class explained
-(``explain=label`` for the true label) and the open pair views (``pairs=method:kind:train;...``). A link is read
+(``explain=label`` for the true label) and the open pair views (``pairs=method:kind:train,...``). A link is read
 once per session and scenario; every value is checked, and one that does not fit is reported as plain text
 (never rendered as Markdown) and ignored.
 """
@@ -59,7 +59,7 @@ def write_params(method: str, params: dict) -> None:
 
 
 def write_pairs(pairs: tuple[session.OpenPair, ...]) -> None:
-    _set("pairs", ";".join(p.url() for p in pairs) or None)
+    _set("pairs", ",".join(p.url() for p in pairs) or None)
 
 
 # ----- reading ----------------------------------------------------------------------------------------------
@@ -123,7 +123,7 @@ def read(sc: Scenario, offered: list[str], max_methods: int) -> None:
             bad.append(f"{key}={q[key]} ({exc})")
     if "pairs" in q:
         pairs = []
-        for text in (t for t in q["pairs"].split(";") if t):
+        for text in (t for t in q["pairs"].split(",") if t):
             pair = _pair(text, sc, offered)
             if pair is None:
                 bad.append(f"pair {text} (method:proponents or opponents:training id)")

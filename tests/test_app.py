@@ -252,6 +252,8 @@ def test_pair_views_stay_open_side_by_side_up_to_three(default_trained):
     assert f"training #{ids[0]}" not in texts  # the oldest closed: at most three at once
     assert all(f"Pair view: test #0 and training #{i}" in texts for i in ids[1:])
     assert at.button(key=f"inspect-tracin-rp-proponents-{ids[1]}").label == "Inspecting"
+    assert at.query_params["pairs"] in (",".join(f"tracin-rp:proponents:{i}" for i in ids[1:]),
+                                        [",".join(f"tracin-rp:proponents:{i}" for i in ids[1:])])  # for a link
     at.button(key=f"inspect-tracin-rp-proponents-{ids[1]}").click().run()  # a second click closes it
     texts = _texts(at)
     assert f"training #{ids[1]}" not in texts and f"Pair view: test #0 and training #{ids[3]}" in texts
@@ -288,7 +290,7 @@ def test_a_link_restores_seed_cards_parameters_class_and_pair_views(default_trai
     at = AppTest.from_file(APP, default_timeout=120)
     # the random baseline: a parameter (its seed) that a link can change without a long precompute
     at.query_params.update({"scenario": "mnist", "seed": "0", "sample": str(row), "methods": "random", "k": "5",
-                            "explain": "label", "p-random": "seed:7", "pairs": "random:opponents:17"})
+                            "explain": "label", "p-random": "seed:7", "pairs": "random:opponents:17,random:proponents:3"})
     at.run()
     wait_for_jobs(at)
     assert not at.exception, at.exception
@@ -296,13 +298,13 @@ def test_a_link_restores_seed_cards_parameters_class_and_pair_views(default_trai
     assert at.segmented_control(key="explain").value == "true label"
     assert at.session_state["params-random"]["seed"] == 7
     assert f"Opponents: work against {int(default_mnist.y_test[row])}" in _texts(at)
-    assert f"Pair view: test #{row} and training #17" in _texts(at)
+    assert f"Pair view: test #{row} and training #17" in _texts(at) and f"test #{row} and training #3" in _texts(at)
     assert "Opened from a link" in _texts(at)
     # what the page wrote back is the same link
     q = {k: v if isinstance(v, str) else v[0] for k, v in at.query_params.items()}
     assert {k: q[k] for k in ("seed", "sample", "k", "explain", "p-random", "pairs")} == {
         "seed": "0", "sample": str(row), "k": "5", "explain": "label", "p-random": "seed:7",
-        "pairs": "random:opponents:17"}
+        "pairs": "random:opponents:17,random:proponents:3"}
 
 
 @pytest.mark.parametrize(("key", "value", "reported"), [
