@@ -165,7 +165,7 @@ def _flia(sc, trained, selection, ids: list[int]) -> None:
     mask = sc.truth.trigger_mask
     local = mask is not None and not bool(mask.all())  # a blended trigger covers the whole image: no region
     try:
-        runs = {d: [state.flia_pair(selection, "triggered", row, i, target, trained, direction=d) for i in ids]
+        runs = {d: state.flia_pairs(selection, "triggered", row, tuple(ids), target, trained, direction=d)
                 for d in (("descent", "ascent") if local else ("descent",))}
     except AttrexError as exc:
         st.error(str(exc))

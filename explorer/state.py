@@ -22,7 +22,7 @@ from core.cache import Cache
 from core.data import Scenario, ScenarioSpec, build, get_spec
 from core.errors import AttrexError
 from core.evaluation import Settings, evaluate, load_tensors
-from core.features import FLIA, dualview_lrp, flia
+from core.features import FLIA, dualview_lrp, flia_many
 from core.jobs import Job, JobRunner, in_process
 from core.methods import Attributor, TrainingData, create, get_method
 from core.methods.base import fit_for
@@ -225,12 +225,20 @@ def probabilities(selection: Selection, split: str, _trained: TrainedModel) -> n
 def flia_pair(selection: Selection, split: str, row: int, train_id: int, target: int,
               _trained: TrainedModel, direction: str = "descent") -> dict[str, np.ndarray]:
     """FLIA of training point ``train_id`` for test sample ``row`` of ``split`` (disk-cached by :func:`core.features.flia`)."""
+    return flia_pairs(selection, split, row, (train_id,), target, _trained, direction)[0]
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def flia_pairs(selection: Selection, split: str, row: int, train_ids: tuple[int, ...], target: int,
+               _trained: TrainedModel, direction: str = "descent") -> list[dict[str, np.ndarray]]:
+    """FLIA of several training points for one test sample: those not on disk yet in one batched run, each
+    disk-cached as :func:`flia_pair` caches it (:func:`core.features.flia_many`)."""
     sc = scenario_of(selection)
-    t0 = time.perf_counter()
-    r = flia(_trained, sc.x_train[train_id], int(sc.y_train[train_id]), test_input(selection, split, row), target,
-             direction=direction)
-    return {"heatmap": r.heatmap.numpy(), "il_path": r.il_path.numpy(), "gap": float(r.gap),
-            "il_change": float(r.il_change), "confidence": r.confidence.numpy(), "seconds": time.perf_counter() - t0}
+    ids = list(train_ids)
+    results = flia_many(_trained, sc.x_train[ids], sc.y_train[ids], test_input(selection, split, row), target,
+                        direction=direction)
+    return [{"heatmap": r.heatmap.numpy(), "il_path": r.il_path.numpy(), "gap": float(r.gap),
+             "il_change": float(r.il_change), "confidence": r.confidence.numpy()} for r in results]
 
 
 @st.cache_data(show_spinner=False, max_entries=64)

@@ -301,14 +301,44 @@ def flia(trained: TrainedModel, x_train: torch.Tensor, y_train: int, x_test: tor
     explainer = FLIA(trained, x_test, target, subset)
     base, y = explainer.batch(x_train, y_train)
     if len(base) != 1:
-        raise AttrexError("flia() explains one training input; use FLIA(...).run(...) for a batch")
-    parts = {"model": trained.key, "x_train": tensor_digest(base), "y_train": int(y[0]),
-             "x_test": tensor_digest(explainer.x_test),
-             "target": explainer.target, "steps": steps, "eta": eta, "direction": direction, "subset": subset}
-    art = (cache or Cache()).get_or_compute(
-        "features", make_key(parts, f"flia-{VERSION}"),
-        lambda: (explainer.run(base, y, steps, eta, direction)[0].to_tensors(), {}),
-        lambda tensors, meta: [tensors[k] for k in FLIAResult.TENSORS])
-    t = art.tensors
-    return FLIAResult(**{k: t[k] for k in FLIAResult.TENSORS}, direction=direction, steps=steps, eta=float(eta),
-                      target=explainer.target)
+        raise AttrexError("flia() explains one training input; use flia_many() for a batch")
+    return _cached(trained, explainer, base, y, steps, eta, direction, subset, cache)[0]
+
+
+def flia_many(trained: TrainedModel, x_train: torch.Tensor, y_train, x_test: torch.Tensor, target: int | None = None,
+              *, steps: int = 10, eta: float = ETA, direction: str = "descent", subset: str = "all",
+              cache: Cache | None = None) -> list[FLIAResult]:
+    """FLIA of each of a batch of training inputs ``[B, ...]`` (labels ``[B]``) for the test input ``x_test``.
+
+    Each result is cached on disk under the same key as :func:`flia` gives that one input, so the two share
+    their results; the inputs not cached yet run in one batched pass (about twice as fast as one at a time
+    for four MNIST images on one thread).
+    """
+    explainer = FLIA(trained, x_test, target, subset)
+    base, y = explainer.batch(x_train, y_train)
+    return _cached(trained, explainer, base, y, steps, eta, direction, subset, cache)
+
+
+def _cached(trained: TrainedModel, explainer: FLIA, base: torch.Tensor, y: torch.Tensor, steps: int, eta: float,
+            direction: str, subset: str, cache: Cache | None) -> list[FLIAResult]:
+    """Each input's result from the cache, the missing ones computed in one batched run and saved."""
+    cache = cache or Cache()
+    keys = [make_key({"model": trained.key, "x_train": tensor_digest(base[j:j + 1]), "y_train": int(y[j]),
+                      "x_test": tensor_digest(explainer.x_test), "target": explainer.target, "steps": steps,
+                      "eta": eta, "direction": direction, "subset": subset}, f"flia-{VERSION}")
+            for j in range(len(base))]
+    todo = [j for j, key in enumerate(keys) if not cache.contains("features", key)]
+    batch = explainer.run(base[todo], y[todo], steps, eta, direction) if todo else None
+    where = {j: n for n, j in enumerate(todo)}
+
+    def compute(j: int) -> tuple[dict[str, torch.Tensor], dict]:
+        one = batch[where[j]] if j in where else explainer.run(base[j:j + 1], y[j:j + 1], steps, eta, direction)[0]
+        return {k: v.clone() for k, v in one.to_tensors().items()}, {}  # a copy: not the whole batch's storage
+
+    out = []
+    for j, key in enumerate(keys):
+        art = cache.get_or_compute("features", key, lambda j=j: compute(j),
+                                   lambda tensors, meta: [tensors[k] for k in FLIAResult.TENSORS])
+        out.append(FLIAResult(**{k: art.tensors[k] for k in FLIAResult.TENSORS}, direction=direction, steps=steps,
+                              eta=float(eta), target=explainer.target))
+    return out
