@@ -19,6 +19,7 @@ from core.jobs import Job
 from core.methods import REGISTRY
 from core.models import TrainedModel
 from explorer import session, state
+from explorer.components import flags_markdown
 from explorer.render import test_name, to_image
 
 
@@ -70,8 +71,9 @@ def _one(p: session.OpenPair, sc: Scenario, trained: TrainedModel, selection: st
                      + ("" if p.context == context else " of another sample or class"))
             why = f"Opened {where}; its {title} score for class **{names[target]}** of this sample is " \
                   f"`{score_of(i):+.3g}`"
+        planted = flags_markdown(sc, i, sc.truth.train_flags([i])[0])
         head.markdown(f"#### Pair view: {test_name(test_id)} and training #{i}\n"
-                      f"{why}; training label **{names[int(sc.y_train[i])]}**.")
+                      f"{why}; training label **{names[int(sc.y_train[i])]}**." + (f" {planted}" if planted else ""))
         close_.button("Close", key=session.pair_widget(p, "close"), on_click=close, args=(method, i), width="stretch")
         direction = st.segmented_control(
             "FLIA direction", ["descent", "ascent"], default="descent", required=True,

@@ -329,3 +329,19 @@ def test_a_bad_seed_in_the_link_is_reported_and_the_default_kept(default_trained
     assert not at.exception
     assert at.title[0].value == "Explore · mnist · seed 0"
     assert any(t.value == "-1" for t in at.sidebar.text)
+
+
+def test_a_pair_view_shows_what_was_planted_on_its_training_point(backdoor_trained):
+    from core.data import build
+
+    sc = build("mnist-backdoor")
+    poisoned = int(sc.truth.poisoned_ids[0])
+    was = sc.class_names[int(sc.truth.original_labels[poisoned])]
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.query_params.update({"scenario": "mnist-backdoor", "methods": "random",
+                            "pairs": f"random:proponents:{poisoned}"})
+    at.run()
+    wait_for_jobs(at)
+    assert not at.exception, at.exception
+    header = next(m.value for m in at.markdown if f"Pair view: test #0 and training #{poisoned}" in m.value)
+    assert f"poisoned, was {was}" in header
