@@ -134,6 +134,12 @@ def test_evaluate_page_runs_only_when_asked_and_shows_the_table(small):
     assert list(table["method"]) == ["Representer points (L2)", "Random"]
     assert 0 <= table["Mislabel detection"].iloc[1] <= 1 and table["Mislabel detection"].iloc[0] > 0.7
     assert "Identical class" in table.columns and len(at.get("plotly_chart")) >= 2
+    # a new session: everything read from the disk cache (no precompute times), the same values
+    again = page("mnist-noisy", "views/evaluate.py", **{"eval-methods": ["representer", "random"]})
+    again.button[0].click().run()
+    wait_for_jobs(again)
+    assert not again.exception, again.exception
+    assert list(again.dataframe[0].value["Mislabel detection"]) == list(table["Mislabel detection"])
 
 
 def test_compare_page_agreement_and_side_by_side(small):
