@@ -52,6 +52,7 @@ def render(sc: Scenario, trained: TrainedModel, selection: state.Selection, spli
                             on_change=session.remember, args=(session.TOP_K,),
                             help="Proponents and opponents shown per method"))
     links.write_view(methods, k, explain == "true label")
+    links.write_pairs(tuple(p for p in session.open_pairs(sc.spec.name) if p.method in methods))  # before any stop
     target = predicted if explain == "prediction" else y_true
     flagged, only = _flagged_filter(sc)
     if not methods:
@@ -59,7 +60,6 @@ def render(sc: Scenario, trained: TrainedModel, selection: state.Selection, spli
         return
     for name in methods:
         _method_block(sc, trained, selection, name, split, row, test_id, target, k, flagged, only)
-    links.write_pairs(tuple(p for p in session.open_pairs() if p.method in methods))
 
 
 def _flagged_filter(sc: Scenario) -> tuple[set[int], bool]:
@@ -211,10 +211,10 @@ def _image_cards(sc: Scenario, ids: np.ndarray, scores: np.ndarray, method: str,
     for rank, (col, i, s, f) in enumerate(zip(cols, ids.tolist(), scores.tolist(), flags, strict=False), 1):
         with col:
             st.image(to_image(sc.x_train[i], scale), width="stretch")
-            opened = pair.is_open(method, i)
+            opened = pair.is_open(sc.spec.name, method, i)
             st.button("Inspecting" if opened else "Inspect", key=session.inspect(method, kind, i), width="stretch",
                       type="primary" if opened else "secondary", on_click=pair.toggle,
-                      args=(method, kind, i, rank, context),
+                      args=(sc.spec.name, method, kind, i, rank, context),
                       help="Close this pair view" if opened else "Open the pair view: FLIA and DualView-LRP heatmaps")
             # below the button, so badges of different lengths never put the buttons out of line
             label = sc.class_names[int(sc.y_train[i])]

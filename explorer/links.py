@@ -33,6 +33,14 @@ def _set(key: str, value: str | None) -> None:
 
 
 # ----- writing ----------------------------------------------------------------------------------------------
+def write_scenario(name: str) -> None:
+    """The scenario; on a change, the values that name its test samples and training points are dropped."""
+    if st.query_params.get("scenario") != name:
+        for key in ("split", "sample", "pairs"):
+            _set(key, None)
+        st.query_params["scenario"] = name
+
+
 def write_seed(seed: int) -> None:
     _set("seed", str(seed))
 
@@ -129,7 +137,7 @@ def read(sc: Scenario, offered: list[str], max_methods: int) -> None:
                 bad.append(f"pair {text} (method:proponents or opponents:training id)")
             else:
                 pairs.append(pair)
-        session.set_open_pairs(tuple(pairs[-session.MAX_PAIRS:]))
+        session.set_open_pairs(name, tuple(pairs[-session.MAX_PAIRS:]))
     if bad:
         st.warning("The link names values this scenario does not have; they are ignored:")
         st.text("\n".join(bad)[:500])

@@ -23,23 +23,23 @@ from explorer.components import flags_markdown
 from explorer.render import test_name, to_image
 
 
-def toggle(method: str, kind: str, train_id: int, rank: int, context: tuple) -> None:
+def toggle(scenario: str, method: str, kind: str, train_id: int, rank: int, context: tuple) -> None:
     """An *Inspect* button: open the pair view of this card (closing the oldest beyond
-    :data:`session.MAX_PAIRS`), or
-    close it if it is open."""
-    if is_open(method, train_id):
-        close(method, train_id)
+    :data:`session.MAX_PAIRS`), or close it if it is open."""
+    if is_open(scenario, method, train_id):
+        close(scenario, method, train_id)
     else:
-        opened = (*session.open_pairs(), session.OpenPair(method, kind, train_id, rank, context))
-        session.set_open_pairs(opened[-session.MAX_PAIRS:])
+        opened = (*session.open_pairs(scenario), session.OpenPair(method, kind, train_id, rank, context))
+        session.set_open_pairs(scenario, opened[-session.MAX_PAIRS:])
 
 
-def close(method: str, train_id: int) -> None:
-    session.set_open_pairs(tuple(p for p in session.open_pairs() if (p.method, p.train) != (method, train_id)))
+def close(scenario: str, method: str, train_id: int) -> None:
+    session.set_open_pairs(scenario, tuple(p for p in session.open_pairs(scenario)
+                                           if (p.method, p.train) != (method, train_id)))
 
 
-def is_open(method: str, train_id: int) -> bool:
-    return any((p.method, p.train) == (method, train_id) for p in session.open_pairs())
+def is_open(scenario: str, method: str, train_id: int) -> bool:
+    return any((p.method, p.train) == (method, train_id) for p in session.open_pairs(scenario))
 
 
 def render(sc: Scenario, trained: TrainedModel, selection: state.Selection, method: str, kind: str, split: str,
@@ -47,8 +47,8 @@ def render(sc: Scenario, trained: TrainedModel, selection: state.Selection, meth
     """The pair views opened from the row of ``kind`` cards of ``method``, below it. They stay open when the sample
     or class changes: the same training point is then shown against this sample. ``shown``: the row's cards,
     training id -> (rank, score); ``score_of(i)``: the score of a training point not among them."""
-    for p in session.open_pairs():
-        if p.method == method and p.kind == kind:
+    for p in session.open_pairs(sc.spec.name):
+        if p.method == method and p.kind == kind and p.train < len(sc.y_train):  # (your data may have changed)
             _one(p, sc, trained, selection, split, row, test_id, target, context, shown, score_of)
 
 
@@ -74,7 +74,8 @@ def _one(p: session.OpenPair, sc: Scenario, trained: TrainedModel, selection: st
         planted = flags_markdown(sc, i, sc.truth.train_flags([i])[0])
         head.markdown(f"#### Pair view: {test_name(test_id)} and training #{i}\n"
                       f"{why}; training label **{names[int(sc.y_train[i])]}**." + (f" {planted}" if planted else ""))
-        close_.button("Close", key=session.pair_widget(p, "close"), on_click=close, args=(method, i), width="stretch")
+        close_.button("Close", key=session.pair_widget(p, "close"), on_click=close,
+                      args=(sc.spec.name, method, i), width="stretch")
         direction = st.segmented_control(
             "FLIA direction", ["descent", "ascent"], default="descent", required=True,
             key=session.pair_widget(p, "direction"),

@@ -22,7 +22,7 @@ OWN_ERROR = "own-error"
 METHODS = "methods"
 EXPLAIN = "explain"
 TOP_K = "top-k"
-PAIRS = "pairs"                # the open pair views, oldest first (a tuple of OpenPair)
+PAIRS = "pairs"                # the open pair views by scenario, oldest first ({scenario: tuple of OpenPair})
 MAX_PAIRS = 3                  # open pair views at once; opening another closes the oldest
 # a person's own inputs (digest -> tensor) and the one being explained
 CUSTOM_INPUTS = "custom-inputs"
@@ -159,12 +159,13 @@ class OpenPair:
         return f"{self.method}:{self.kind}:{self.train}"
 
 
-def open_pairs() -> tuple[OpenPair, ...]:
-    return st.session_state.get(PAIRS, ())
+def open_pairs(scenario: str) -> tuple[OpenPair, ...]:
+    """The pair views open on ``scenario`` (each scenario keeps its own: training ids belong to its data)."""
+    return st.session_state.get(PAIRS, {}).get(scenario, ())
 
 
-def set_open_pairs(value: tuple[OpenPair, ...]) -> None:
-    st.session_state[PAIRS] = tuple(value)
+def set_open_pairs(scenario: str, value: tuple[OpenPair, ...]) -> None:
+    st.session_state.setdefault(PAIRS, {})[scenario] = tuple(value)
 
 
 def pair_widget(p: OpenPair, what: str) -> str:

@@ -64,8 +64,7 @@ def _preset() -> Selection:
             st.caption(f"{cfg.epochs} epochs, {cfg.optimizer.upper()}, lr {cfg.lr:g} (cosine to "
                        f"{cfg.lr * cfg.final_lr_ratio:g}), batch {cfg.batch_size}, "
                        f"{len(cfg.checkpoint_epochs())} checkpoints")
-    if st.query_params.get("scenario") != name:
-        st.query_params["scenario"] = name
+    links.write_scenario(name)
     links.write_seed(seed)
     return Selection(name, seed, cfg)
 

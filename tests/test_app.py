@@ -229,7 +229,7 @@ def test_inspect_opens_the_pair_view_with_flia_and_dualview_lrp(default_trained)
     assert "Pair view" not in _texts(at) and "pairs" not in at.query_params
 
 
-def test_pair_views_stay_open_side_by_side_up_to_three(default_trained):
+def test_pair_views_stay_open_side_by_side_up_to_three(default_trained, backdoor_trained):
     """Several pairs can be compared: each *Inspect* adds one (beyond three the oldest closes); *Inspecting* closes."""
     from core.data import build
     from core.methods import TrainingData, create
@@ -257,6 +257,12 @@ def test_pair_views_stay_open_side_by_side_up_to_three(default_trained):
     at.button(key=f"inspect-tracin-rp-proponents-{ids[1]}").click().run()  # a second click closes it
     texts = _texts(at)
     assert f"training #{ids[1]}" not in texts and f"Pair view: test #0 and training #{ids[3]}" in texts
+    # each scenario keeps its own pair views (training ids belong to its data)
+    at.selectbox(key="scenario").select("mnist-backdoor").run()
+    assert not at.exception and "Pair view:" not in _texts(at) and "pairs" not in at.query_params
+    at.selectbox(key="scenario").select("mnist").run()
+    wait_for_jobs(at)
+    assert f"Pair view: test #0 and training #{ids[3]}" in _texts(at)
 
 
 def test_a_link_restores_split_sample_and_methods_and_reports_what_does_not_fit(backdoor_trained):
