@@ -73,7 +73,7 @@ def own(field: str) -> str:
 
 
 def url_read(scenario: str) -> str:
-    """Whether this session has read the link's split, sample and methods for ``scenario`` (once)."""
+    """Whether this session has read the link's view for ``scenario`` (once; :func:`explorer.links.read`)."""
     return f"url-read-{scenario}"
 
 

@@ -221,14 +221,14 @@ def probabilities(selection: Selection, split: str, _trained: TrainedModel) -> n
     return predict_proba(_trained.model, x).numpy()
 
 
-@st.cache_data(show_spinner=False, max_entries=128)
 def flia_pair(selection: Selection, split: str, row: int, train_id: int, target: int,
               _trained: TrainedModel, direction: str = "descent") -> dict[str, np.ndarray]:
-    """FLIA of training point ``train_id`` for test sample ``row`` of ``split`` (disk-cached by :func:`core.features.flia`)."""
+    """FLIA of training point ``train_id`` for test sample ``row`` of ``split``: :func:`flia_pairs` of one (which
+    keeps it in memory; on disk it is cached as :func:`core.features.flia` caches it)."""
     return flia_pairs(selection, split, row, (train_id,), target, _trained, direction)[0]
 
 
-@st.cache_data(show_spinner=False, max_entries=64)
+@st.cache_data(show_spinner=False, max_entries=128)
 def flia_pairs(selection: Selection, split: str, row: int, train_ids: tuple[int, ...], target: int,
                _trained: TrainedModel, direction: str = "descent") -> list[dict[str, np.ndarray]]:
     """FLIA of several training points for one test sample: those not on disk yet in one batched run, each
