@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import re
 
 from core.features.render import image_rgb as to_image  # noqa: F401  (re-exported for the pages)
 
@@ -11,8 +12,8 @@ GROUND_TRUTH_COLOURS = {"flipped": "orange", "poisoned": "red", "triggered": "re
 
 
 def badge(text: str, colour: str = "gray") -> str:
-    """Streamlit markdown for a small coloured badge."""
-    return f":{colour}-badge[{text}]"
+    """Streamlit markdown for a small coloured badge showing ``text`` as plain text."""
+    return f":{colour}-badge[{inert(text)}]"
 
 
 def token_strip(tokens: list[str], known: set[str], highlight: set[str] = frozenset()) -> str:
@@ -32,3 +33,19 @@ def token_strip(tokens: list[str], known: set[str], highlight: set[str] = frozen
 def test_name(test_id: int | str) -> str:
     """How a page names the input being explained: ``test #12``, or a label such as ``your input``."""
     return f"test #{test_id}" if isinstance(test_id, int) else str(test_id)
+
+
+# Markdown that would turn data into something else: CommonMark's escapable punctuation. A backslash shows each
+# as itself. The colon gets a zero-width space after it besides: Streamlit's Markdown reads ":name:" as an emoji
+# and ":name[...]" as a directive on the text after escapes are resolved, so an escape alone does not stop them.
+_MARKDOWN_PUNCTUATION = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$&=^\"'%@/;?])")
+ZERO_WIDTH_SPACE = "\u200b"
+
+
+def inert(text: object, max_len: int | None = None) -> str:
+    """``text`` (from data, a file name, a link or an error) as Markdown that shows exactly that text: no link,
+    emphasis, heading, emoji, directive, math or HTML. Line breaks become spaces (one line); ``max_len`` cuts."""
+    s = " ".join(str(text).splitlines())
+    if max_len is not None and len(s) > max_len:
+        s = s[: max_len - 1] + "…"
+    return _MARKDOWN_PUNCTUATION.sub(r"\\\1", s).replace(":", ":" + ZERO_WIDTH_SPACE)
