@@ -7,7 +7,8 @@ import time
 import streamlit as st
 
 from core.cache import Cache
-from explorer import session
+from explorer import access, session, state
+from explorer.render import inert
 
 KIND_TITLES = {"model": "trained models", "method": "method precomputes", "evaluation": "evaluations",
                "flia": "FLIA runs", "dualview-lrp": "DualView-LRP runs"}
@@ -29,8 +30,10 @@ def render() -> None:
     st.title("Cache")
     cache = Cache()
     entries = cache.entries()
-    st.markdown(f"Everything attrex computes is kept in **`{cache.root}`** (set `ATTREX_CACHE` to move it), checked "
-                "on every read, and never computed twice. Clearing an entry only costs the time to compute it again.")
+    shared = access.shared()
+    where = "on the server" if shared else f"in **`{inert(cache.root)}`** (set `ATTREX_CACHE` to move it)"
+    st.markdown(f"Everything attrex computes is kept {where}, checked on every read, and never computed twice. "
+                "Clearing an entry only costs the time to compute it again.")
     if not entries:
         st.info("The cache is empty.")
         return
@@ -48,6 +51,11 @@ def render() -> None:
     table = {"what": [e["label"] or "(written before labels)" for e in shown], "size": [_size(e["bytes"]) for e in shown],
              "written": [time.strftime("%Y-%m-%d %H:%M", time.localtime(e["modified"])) for e in shown],
              "key": [e["key"][:12] for e in shown]}
+    if shared:  # every visitor shares this cache: only its local user or the operator deletes from it
+        st.dataframe(table, hide_index=True, width="stretch", key=f"cache-table-{kind}-{len(shown)}")
+        st.info("This server is shared, so its cache is only listed here: deleting entries is for the operator, on "
+                "the server (`make clean-cache`, or the app served locally).")
+        return
     event = st.dataframe(table, hide_index=True, on_select="rerun", selection_mode="multi-row", width="stretch",
                          key=f"cache-table-{kind}-{len(shown)}")
     picked = [shown[r] for r in (event.selection.rows if event is not None else []) if r < len(shown)]
@@ -61,15 +69,20 @@ def render() -> None:
 
 
 def _delete(cache: Cache, entries: list[tuple[str, str]]) -> None:
+    if access.shared():  # the buttons are not drawn then; a forged rerun is refused all the same
+        return
     for kind, key in entries:
         cache.remove(kind, key)
     st.toast(f"Deleted {len(entries)} entries")
 
 
 def _clear_all(cache: Cache) -> None:
-    """Empty the disk cache and forget what this process holds in memory from it (runs before the rerun)."""
+    """Empty the disk cache and forget what this process read from it (runs before the rerun). The job queue and
+    the sessions' own data stay: a job in flight finishes, and the next still waits its turn."""
+    if access.shared():
+        return
     cache.clear()
     st.session_state[session.CACHE_CONFIRM] = False
     st.session_state.pop(session.EVALUATIONS, None)
-    st.cache_resource.clear()
+    state.forget_cached()
     st.cache_data.clear()

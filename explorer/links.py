@@ -166,3 +166,19 @@ def _pair(text: str, sc: Scenario, offered: list[str]) -> session.OpenPair | Non
         return None
     train = _int(parts[2], 0, len(sc.y_train) - 1)
     return None if train is None else session.OpenPair(parts[0], parts[1], train)
+
+
+# ----- a person's own data (local mode only: explorer/sidebar.py) ------------------------------------------
+OWN_TOKEN_MAX = 64
+
+
+def own() -> str | None:
+    """The link's token for a person's own data (``own=``), or ``None``; anything but a short token is ``None``."""
+    token = st.query_params.get("own")
+    if not token or len(token) > OWN_TOKEN_MAX or not all(c.isascii() and (c.isalnum() or c in "-_") for c in token):
+        return None
+    return token
+
+
+def write_own(token: str) -> None:
+    _set("own", token)

@@ -18,6 +18,9 @@ SOURCE = "data-source"         # built-in scenario or your own data (the radio)
 OWN_FORM = "own-form"
 OWN_SELECTION = "own-selection"  # the last of your own data and model that loaded (a Selection)
 OWN_ERROR = "own-error"
+OWN_UPLOADS = "own-uploads"      # the session's upload folder (core.data.uploads.UploadFolder), removed with it
+OWN_DATA_FROM = "own-data-from"  # where the data comes from: upload, the operator's list, a path (local only)
+OWN_MODEL_FROM = "own-model-from"
 # the attribution panel
 METHODS = "methods"
 EXPLAIN = "explain"

@@ -9,8 +9,8 @@ shares one job, and computations run one after another.
 
 from __future__ import annotations
 
-import hashlib
 import os
+import secrets
 import time
 from collections.abc import Hashable
 from dataclasses import dataclass
@@ -57,8 +57,13 @@ def _own_selections() -> dict[str, Selection]:
 
 
 def remember_own(selection: Selection) -> str:
-    token = hashlib.sha256(repr(selection).encode()).hexdigest()[:12]
-    _own_selections()[token] = selection
+    """The token a link carries for ``selection`` (random, and the same each time it is asked for)."""
+    held = _own_selections()
+    for token, kept in held.items():
+        if kept == selection:
+            return token
+    token = secrets.token_urlsafe(16)
+    held[token] = selection
     return token
 
 
@@ -132,6 +137,13 @@ def model_or_job(selection: Selection) -> TrainedModel | Job:
         ("train", selection), f"training {selection.config.arch} on {selection.scenario}",
         load=lambda: _or_none(_cached_model, selection),
         work=_work(train, sc, selection.config, load=lambda: _or_none(_cached_model, selection)))
+
+
+def forget_cached() -> None:
+    """Drop what this process read from the disk cache (after the cache was cleared): models and fitted methods.
+    The job runner, the built scenarios and the sessions' own data are kept."""
+    for loader in (_cached_model, _cached_method):
+        loader.clear()
 
 
 def forget_job(key: Hashable) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 from streamlit.testing.v1 import AppTest
@@ -27,3 +28,8 @@ def texts(at: AppTest) -> str:
     parts = [m.value for m in at.markdown] + [c.value for c in at.caption] + [t.value for t in at.title]
     parts += [s.value for s in at.subheader] + [i.value for i in at.info] + [t.value for t in at.text]
     return "\n".join(parts)
+
+
+def plain(markdown: str) -> str:
+    """What Markdown written with :func:`explorer.render.inert` shows: its escapes and zero-width spaces removed."""
+    return re.sub(r"\\(.)", r"\1", markdown).replace("\u200b", "")

@@ -38,13 +38,24 @@ from core.errors import AttrexError
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 TEXT_SUFFIXES = (".csv", ".jsonl")
 MAX_SIDE = 1024  # larger images need image_size: a precompute over them would not fit in memory anyway
+MAX_PIXELS = 4096 * 4096  # no image is decoded beyond this, even to be resized (checked before decoding)
 GREY_MODES = {"1", "L", "LA", "I", "I;16", "F"}
 
 
 def load(path: str | Path, image_size: tuple[int, int] | None = None, test_share: float = 0.2,
          seed: int = 0) -> RawData:
-    """The data set at ``path`` (see the module docstring for the layouts)."""
-    root = Path(path).expanduser()
+    """The data set at ``path`` (see the module docstring for the layouts).
+
+    Messages name files relative to the data's folder, never echo a file's contents, and an operating
+    system error (a folder that cannot be read) is an :class:`AttrexError` saying so, not a traceback.
+    """
+    try:
+        return _load(Path(path).expanduser(), image_size, test_share, seed)
+    except OSError as exc:
+        raise AttrexError(f"cannot read the data: {exc.strerror or type(exc).__name__.lower()}") from None
+
+
+def _load(root: Path, image_size: tuple[int, int] | None, test_share: float, seed: int) -> RawData:
     if not root.exists():
         raise AttrexError(f"{str(root)!r} does not exist; pass an image folder, a .csv or .jsonl of texts, or a .npz")
     if not 0 < test_share < 1:
@@ -90,17 +101,17 @@ def _folder(root: Path, image_size, test_share: float, rng: np.random.Generator)
     if len(singles) == 1 and not any(p.is_dir() for p in root.iterdir() if not p.name.startswith(".")):
         return _held_out_texts(_read_texts(singles[0]), test_share, rng, singles[0])
     if (root / "train").is_dir():
-        names, files_tr, y_tr = _image_folder(root / "train")
+        names, files_tr, y_tr = _image_folder(root / "train", "train/")
         if (root / "test").is_dir():
-            names_te, files_te, y_te = _image_folder(root / "test")
+            names_te, files_te, y_te = _image_folder(root / "test", "test/")
             outside = sorted(set(names_te) - set(names))
             if outside:
-                raise AttrexError(f"{root / 'test'} has classes the training folder lacks: {outside[:5]}")
+                raise AttrexError(f"test/ has {len(outside)} class folder(s) that train/ lacks")
             y_te = np.asarray([names.index(names_te[c]) for c in y_te], np.int64)
         else:
             files_tr, y_tr, files_te, y_te = _hold_out(files_tr, y_tr, test_share, rng)
     else:
-        names, files, y = _image_folder(root)
+        names, files, y = _image_folder(root, "the data folder")
         files_tr, y_tr, files_te, y_te = _hold_out(files, y, test_share, rng)
     x_tr, x_te, shape = _read_images([files_tr, files_te], image_size, root)
     info = DatasetInfo("custom", "image", shape, tuple(names))
@@ -115,10 +126,11 @@ def _find_text(root: Path, stem: str) -> Path | None:
     return None
 
 
-def _image_folder(folder: Path) -> tuple[list[str], list[Path], np.ndarray]:
+def _image_folder(folder: Path, shown: str) -> tuple[list[str], list[Path], np.ndarray]:
+    """Classes, image files and labels of ``folder`` (``shown``: how messages name it)."""
     classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not classes:
-        raise AttrexError(f"{folder} holds no class folders; an image folder has one sub-folder per class "
+        raise AttrexError(f"{shown} holds no class folders; an image folder has one sub-folder per class "
                           "(DIR/<class>/*.png), or a .csv/.jsonl of texts")
     files, labels = [], []
     for c, name in enumerate(classes):
@@ -127,7 +139,7 @@ def _image_folder(folder: Path) -> tuple[list[str], list[Path], np.ndarray]:
         files += found
         labels += [c] * len(found)
     if not files:
-        raise AttrexError(f"{folder}: the class folders hold no .png, .jpg or .jpeg images")
+        raise AttrexError(f"{shown}: the class folders hold no .png, .jpg or .jpeg images")
     return classes, files, np.asarray(labels, np.int64)
 
 
@@ -157,12 +169,15 @@ def _read_images(groups: list[list[Path]], size: tuple[int, int] | None, root: P
                 img = Image.open(f)
                 if img.format not in ("PNG", "JPEG"):
                     raise AttrexError(f"{f.relative_to(root)} is {img.format}, not a PNG or JPEG image")
+                if img.size[0] * img.size[1] > MAX_PIXELS:
+                    raise AttrexError(f"{f.relative_to(root)} is {img.size[0]}×{img.size[1]} pixels; at most "
+                                      f"{MAX_PIXELS // 2**20} megapixels an image are read")
                 if size is None and max(img.size) > MAX_SIDE:
                     raise AttrexError(f"{f.relative_to(root)} is {img.size[0]}×{img.size[1]} pixels; "
                                       f"pass an image size (at most {MAX_SIDE} a side) to resize")
                 img.load()
-            except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
-                raise AttrexError(f"cannot read {f.relative_to(root)} as an image: {exc}") from None
+            except (UnidentifiedImageError, OSError, Image.DecompressionBombError):
+                raise AttrexError(f"cannot read {f.relative_to(root)} as a PNG or JPEG image") from None
             grey &= img.mode in GREY_MODES
             sizes.setdefault(img.size, f)
             loaded.append(img)
@@ -198,7 +213,8 @@ def _read_texts(path: Path) -> tuple[list[str], list[str], list[str | None]]:
                 reader = csv.DictReader(fh)
                 if not reader.fieldnames or not {"text", "label"} <= {f.strip() for f in reader.fieldnames}:
                     raise AttrexError(f"{path.name}: the CSV needs a header with the columns text and label "
-                                      f"(optionally split); found {reader.fieldnames}")
+                                      f"(optionally split); its first line has {len(reader.fieldnames or [])} "
+                                      "column(s), none of them both")
                 rows = [{k.strip(): v for k, v in r.items() if k} for r in reader]
             else:
                 for lineno, line in enumerate(fh, 1):
@@ -208,7 +224,7 @@ def _read_texts(path: Path) -> tuple[list[str], list[str], list[str | None]]:
                             raise AttrexError(f"{path.name}:{lineno}: each line must be a JSON object with text and label")
                         rows.append(r)
     except (UnicodeDecodeError, json.JSONDecodeError, csv.Error) as exc:
-        raise AttrexError(f"cannot read {path.name}: {exc}") from None
+        raise AttrexError(f"cannot read {path.name}: {_why(exc)}") from None
     if not rows:
         raise AttrexError(f"{path.name} holds no rows")
     for i, r in enumerate(rows):
@@ -217,7 +233,7 @@ def _read_texts(path: Path) -> tuple[list[str], list[str], list[str | None]]:
     splits = [str(r["split"]).strip().lower() if r.get("split") not in (None, "") else None for r in rows]
     bad = {s for s in splits if s not in (None, "train", "test")}
     if bad:
-        raise AttrexError(f"{path.name}: split must be train or test; found {sorted(bad)[:3]}")
+        raise AttrexError(f"{path.name}: split must be train or test; {len(bad)} other value(s) found")
     return [str(r["text"]) for r in rows], [str(r["label"]).strip() for r in rows], splits
 
 
@@ -273,8 +289,9 @@ def _npz(path: Path) -> RawData:
             names = [str(s) for s in z["class_names"].tolist()] if "class_names" in z.files else None
     except AttrexError:
         raise
-    except Exception as exc:  # zip errors, object arrays refused without pickle, ...
-        raise AttrexError(f"cannot read {path.name} as a numpy archive of plain arrays: {exc}") from None
+    except Exception:  # zip errors, object arrays refused without pickle, ...: the library's text may quote the file
+        raise AttrexError(f"cannot read {path.name} as a numpy archive of plain arrays (object arrays, which "
+                          "would need unpickling, are refused)") from None
     x_tr, x_te = _nchw(arrays["x_train"], f"{path.name}:x_train"), _nchw(arrays["x_test"], f"{path.name}:x_test")
     if x_tr.shape[1:] != x_te.shape[1:]:
         raise AttrexError(f"{path.name}: x_train images are {x_tr.shape[1:]} but x_test images {x_te.shape[1:]}")
@@ -331,24 +348,27 @@ def known_bad(path: str | Path, n_train: int, class_names: Sequence[str],
     """
     path = Path(path).expanduser()
     if not path.is_file():
-        raise AttrexError(f"known-bad list {str(path)!r} does not exist; it is a CSV with the column id (or path)")
+        raise AttrexError("the known-bad list does not exist; it is a CSV with the column id (or path)")
     try:
         with open(path, newline="", encoding="utf-8") as fh:
             reader = csv.DictReader(fh)
             fields = {f.strip() for f in reader.fieldnames or []}
             rows = [{k.strip(): (v or "").strip() for k, v in r.items() if k} for r in reader]
     except (UnicodeDecodeError, csv.Error) as exc:
-        raise AttrexError(f"cannot read the known-bad list {path.name}: {exc}") from None
+        raise AttrexError(f"cannot read the known-bad list {path.name}: {_why(exc)}") from None
+    except OSError as exc:
+        raise AttrexError(f"cannot read the known-bad list {path.name}: {exc.strerror}") from None
     if not fields & {"id", "path"}:
-        raise AttrexError(f"{path.name}: the known-bad list needs a header with the column id (or path); found {sorted(fields)}")
+        raise AttrexError(f"{path.name}: the known-bad list needs a header with the column id (or path); its first "
+                          f"line has {len(fields)} column(s), neither of them")
     if not rows:
         raise AttrexError(f"{path.name}: the known-bad list is empty")
     where = {name: i for i, name in enumerate(train_names)}
     ids, labels = [], []
     for lineno, r in enumerate(rows, 2):
         if r.get("id", "") != "":
-            if not r["id"].isdigit() or int(r["id"]) >= n_train:
-                raise AttrexError(f"{path.name}:{lineno}: id must be a training id in [0, {n_train - 1}]; got {r['id']!r}")
+            if not (r["id"].isascii() and r["id"].isdigit()) or len(r["id"]) > 12 or int(r["id"]) >= n_train:
+                raise AttrexError(f"{path.name}:{lineno}: the id must be a training id in [0, {n_train - 1}]")
             ids.append(int(r["id"]))
         elif r.get("path", "") in where:
             ids.append(where[r["path"]])
@@ -364,3 +384,12 @@ def known_bad(path: str | Path, n_train: int, class_names: Sequence[str],
         raise AttrexError(f"{path.name}: a training id is listed twice")
     has_labels = any(lab >= 0 for lab in labels)
     return np.asarray(ids, np.int64), np.asarray(labels, np.int64) if has_labels else None
+
+
+def _why(exc: Exception) -> str:
+    """What a parse error says, without the text it quotes from the file."""
+    if isinstance(exc, UnicodeDecodeError):
+        return f"it is not UTF-8 text (byte {exc.start})"
+    if isinstance(exc, json.JSONDecodeError):
+        return f"invalid JSON at line {exc.lineno}, column {exc.colno}"
+    return "the CSV is malformed"

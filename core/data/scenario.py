@@ -78,17 +78,27 @@ class ScenarioSpec:
                 raise AttrexError(f"{what} must be a positive integer or None; got {n!r}")
 
     def to_dict(self) -> dict:
-        """The parts that determine the data (name and description excluded)."""
+        """The parts that determine the data (name and description excluded). A person's own data is named by
+        its content, not its path (the fingerprint hashes the tensors; the known-bad list is hashed here), so
+        the same files uploaded again, into another folder, find the models already trained on them."""
+        custom_data = self.dataset == CUSTOM
         return {
             "dataset": self.dataset,
             "corruption": self.corruption.params() if self.corruption else None,
             "seed": self.seed,
             "n_train": self.n_train,
             "n_test": self.n_test,
-            "data_dir": str(Path(self.data_dir).expanduser().resolve()) if self.data_dir else None,
+            "data_dir": str(Path(self.data_dir).expanduser().resolve()) if self.data_dir and not custom_data else None,
         } | ({"image_size": self.image_size, "test_share": self.test_share,
-              "known_bad": str(Path(self.known_bad).expanduser().resolve()) if self.known_bad else None}
-             if self.dataset == CUSTOM else {})
+              "known_bad": _file_digest(self.known_bad) if self.known_bad else None} if custom_data else {})
+
+
+def _file_digest(path: str) -> str:
+    """sha256 of a file's bytes (a missing file: its path, so that the error comes from reading it, later)."""
+    try:
+        return hashlib.sha256(Path(path).expanduser().read_bytes()).hexdigest()
+    except OSError:
+        return str(Path(path).expanduser().resolve())
 
 
 @dataclass
@@ -313,13 +323,15 @@ DEFAULT_SCENARIO = "mnist"
 
 
 def custom_spec(data: str, seed: int = 0, image_size: str | tuple[int, int] | None = None, test_share: float = 0.2,
-                known_bad: str | None = None, n_train: int | None = None, n_test: int | None = None) -> ScenarioSpec:
-    """The spec of a person's own data at ``data`` (see :mod:`core.data.custom`); ``image_size`` may be ``"HxW"``."""
+                known_bad: str | None = None, n_train: int | None = None, n_test: int | None = None,
+                label: str | None = None) -> ScenarioSpec:
+    """The spec of a person's own data at ``data`` (see :mod:`core.data.custom`); ``image_size`` may be ``"HxW"``;
+    ``label`` names it (default: the file or folder name; an upload is named by the file that was sent)."""
     if isinstance(image_size, str):
         image_size = custom.parse_size(image_size)
     path = Path(data).expanduser()
     return ScenarioSpec(dataset=CUSTOM, data_dir=str(data), seed=seed, n_train=n_train, n_test=n_test,
-                        name=f"custom:{path.name}", description="Your own data",
+                        name=f"custom:{label or path.name}", description="Your own data",
                         image_size=image_size, test_share=test_share, known_bad=known_bad or None)
 
 

@@ -5,7 +5,11 @@
 
 - ``entry``: ``package.module:function`` (or ``path/to/file.py:function``) returning an
   ``nn.Module``; the function is called with ``n_classes=`` when it takes that argument. The
-  current folder is importable, as for ``python -m``.
+  current folder is importable, as for ``python -m``. Importing it runs its code: an entry
+  point is taken from the command line or the local app's form, never from a browser serving
+  others. ``attrex:<architecture>`` names one of attrex's own architectures
+  (:data:`core.models.ARCHITECTURES`) instead: nothing is imported, and this is what an
+  uploaded model names.
 - ``weights``: a ``.safetensors`` file or a PyTorch state dict read with
   ``torch.load(weights_only=True)`` (never unpickled otherwise); a dict holding a
   ``state_dict`` entry is unwrapped.
@@ -41,6 +45,7 @@ from core.errors import AttrexError
 from core.models.architectures import AttrexModel
 
 CHECKPOINTS_FILE = "checkpoints.json"
+REGISTRY_PREFIX = "attrex:"  # an entry naming one of attrex's own architectures
 SPLIT_TOLERANCE = 1e-4  # |head(features(x)) - model(x)| relative to max |model(x)|; float32 re-association is ~1e-6
 
 
@@ -56,8 +61,14 @@ class ModelSource:
     seed: int = 0  # what the seed means for a trained model: nothing here, kept for the shared interface
 
     def __post_init__(self) -> None:
+        from core.models.architectures import ARCHITECTURES
+
         module, sep, fn = self.entry.partition(":")
-        if not sep or not module.strip() or not fn.strip().isidentifier():
+        if registry_arch(self.entry) is not None:
+            if fn not in ARCHITECTURES:
+                raise AttrexError(f"{self.entry!r} names no architecture of attrex; accepted: "
+                                  + ", ".join(REGISTRY_PREFIX + a for a in ARCHITECTURES))
+        elif not sep or not module.strip() or not fn.strip().isidentifier():
             raise AttrexError(f"the model entry point must be package.module:function (or file.py:function); "
                               f"got {self.entry!r}")
         for what in ("weights", "checkpoints"):
@@ -79,6 +90,11 @@ class ModelSource:
         return None
 
 
+def registry_arch(entry: str) -> str | None:
+    """The architecture an ``attrex:<name>`` entry names, else ``None`` (an entry point to import)."""
+    return entry[len(REGISTRY_PREFIX):] if entry.startswith(REGISTRY_PREFIX) else None
+
+
 def build_module(entry: str, n_classes: int) -> nn.Module:
     """Import ``entry`` and call it (with ``n_classes=`` where it takes it); refuses what is not an ``nn.Module``."""
     module_name, _, fn_name = entry.partition(":")
@@ -97,7 +113,7 @@ def build_module(entry: str, n_classes: int) -> nn.Module:
     except AttrexError:
         raise
     except Exception as exc:  # ImportError, SyntaxError, an error at import time ...
-        raise AttrexError(f"cannot import {module_name!r} for the model: {type(exc).__name__}: {exc}") from None
+        raise AttrexError(f"cannot import {module_name!r} for the model: {type(exc).__name__}") from None
     fn = getattr(module, fn_name, None)
     if not callable(fn):
         raise AttrexError(f"{module_name} has no function {fn_name!r}")
@@ -235,8 +251,8 @@ def read_checkpoints(folder: str | Path) -> list[tuple[Path, float]]:
     folder = Path(folder)
     try:
         listed = json.loads((folder / CHECKPOINTS_FILE).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise AttrexError(f"cannot read {folder / CHECKPOINTS_FILE}: {exc}") from None
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        raise AttrexError(f"cannot read {CHECKPOINTS_FILE} as JSON text") from None
     if isinstance(listed, dict):
         listed = listed.get("checkpoints")
     if not isinstance(listed, list) or not listed:
@@ -245,13 +261,16 @@ def read_checkpoints(folder: str | Path) -> list[tuple[Path, float]]:
     for i, item in enumerate(listed):
         if not isinstance(item, dict) or not isinstance(item.get("file"), str) or \
                 isinstance(item.get("lr"), bool) or not isinstance(item.get("lr"), (int, float)):
-            raise AttrexError(f"{CHECKPOINTS_FILE} entry {i} must be {{\"file\": name, \"lr\": number}}; got {item!r}")
+            raise AttrexError(f"{CHECKPOINTS_FILE} entry {i} must be {{\"file\": name, \"lr\": number}}")
         lr = float(item["lr"])
         if not (lr > 0 and math.isfinite(lr)):
             raise AttrexError(f"{CHECKPOINTS_FILE} entry {i}: the learning rate must be a positive number; got {lr}")
         path = (folder / item["file"]).resolve()
+        if not path.is_relative_to(folder.resolve()):
+            raise AttrexError(f"{CHECKPOINTS_FILE} entry {i}: a checkpoint file must lie in the checkpoint folder")
         if not path.is_file():
-            raise AttrexError(f"{CHECKPOINTS_FILE} entry {i}: {item['file']} does not exist in {folder}")
+            raise AttrexError(f"{CHECKPOINTS_FILE} entry {i}: {Path(item['file']).name} does not exist in the "
+                              "checkpoint folder")
         out.append((path, lr))
     return out
 

@@ -405,14 +405,22 @@ def _load_source(scenario: Scenario, source: ModelSource, progress: Progress | N
     t0 = time.perf_counter()
     if progress:
         progress(0.0, f"loading {source.entry}")
-    net = custom.build_module(source.entry, scenario.n_classes)
-    model = custom.split(net, custom.read_state(source.weights), scenario.x_train[:16], scenario.n_classes,
-                         source.head_layer, source.features_layer)
+    arch = custom.registry_arch(source.entry)
+    if arch is not None:  # one of attrex's own architectures: built, not imported, and already split
+        model = build_model(arch, scenario.input_shape, scenario.n_classes, len(scenario.vocab))
+        load_state(model, custom.read_state(source.weights))
+        model.eval()
+        rename = dict
+    else:
+        net = custom.build_module(source.entry, scenario.n_classes)
+        model = custom.split(net, custom.read_state(source.weights), scenario.x_train[:16], scenario.n_classes,
+                             source.head_layer, source.features_layer)
+        rename = model.state_from_net
     final = {k: v.detach().clone() for k, v in model.state_dict().items()}
     listed = custom.read_checkpoints(source.checkpoints) if source.checkpoints else []
     checkpoints = []
     for i, (path, lr) in enumerate(listed):
-        state = model.state_from_net(custom.read_state(path))
+        state = rename(custom.read_state(path))
         try:
             load_state(copy.deepcopy(model), state)
         except AttrexError as exc:
