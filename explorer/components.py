@@ -8,11 +8,12 @@ from collections.abc import Hashable
 import streamlit as st
 
 from core.data import Scenario
+from core.data.scenario import CUSTOM
 from core.errors import AttrexError
 from core.jobs import Job
 from core.models import TrainedModel
-from explorer import session, state
-from explorer.render import GROUND_TRUTH_COLOURS, badge
+from explorer import access, session, state
+from explorer.render import GROUND_TRUTH_COLOURS, badge, inert
 from explorer.sidebar import model_status, pick_scenario
 
 POLL_SECONDS = 3.0  # each open page's progress update costs the work it waits for (see the README's timings)
@@ -128,7 +129,8 @@ def scenario_header(sc: Scenario, page: str) -> None:
     if t.superclass_of is not None:
         chips.append(badge(f"{sc.n_classes} superclasses: " + " | ".join(sc.class_names), "blue"))
     st.markdown(" ".join(chips))
-    st.caption(f"{spec.description}. Data: {sc.source}.")
+    shown = spec.name if spec.dataset == CUSTOM and access.shared() else sc.source  # no server path to a visitor
+    st.caption(f"{spec.description}. Data: {inert(shown)}.")
 
 
 def evaluation_panel(selection: state.Selection, trained: TrainedModel, methods: tuple[str, ...],
