@@ -109,14 +109,15 @@ def _work(fn, *args, load=None):
     cache; without ``load`` the worker sends its result), or in the job's thread (see WORKERS)."""
     def run(progress):
         root = Cache().root
-        if not (WORKERS and os.access(root if root.exists() else root.parent, os.W_OK)):
-            return fn(*args, progress=progress)
-        sent = in_process(fn, *args, send_result=load is None)(progress)
-        if load is None:
-            return sent
-        result = load()
+        if WORKERS and os.access(root if root.exists() else root.parent, os.W_OK):
+            result = in_process(fn, *args, send_result=load is None)(progress)
+        else:
+            result = fn(*args, progress=progress)
+        if result is not None or load is None:
+            return result
+        result = load()  # what the work left in the cache (a worker's, or fit_for's, which returns nothing)
         if result is None:
-            raise AttrexError("the worker finished but its result cannot be read from the cache")
+            raise AttrexError("the work finished but its result cannot be read from the cache")
         return result
     return run
 
