@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import streamlit as st
+import torch
 from _apptest import texts, wait_for_jobs
 from PIL import Image
 from streamlit.testing.v1 import AppTest
@@ -19,6 +20,7 @@ from core.data import get_spec as real_get_spec
 from core.data.inputs import MAX_TEXT_CHARS, MAX_WORDS, image_input, text_input
 from core.errors import AttrexError
 from core.models import default_config, train
+from core.models.custom import read_state
 
 APP = str(Path(__file__).resolve().parents[1] / "explorer" / "app.py")
 
@@ -60,6 +62,20 @@ def test_an_unreadable_upload_is_refused_without_object_reprs(mnist):
         with pytest.raises(AttrexError, match="cannot be read as a PNG or JPEG image") as info:
             image_input(data, mnist)
         assert "object at 0x" not in str(info.value) and "BytesIO" not in str(info.value)
+
+
+class Custom:
+    """An object besides the tensors: a weights file holding it is a pickle that only unpickling reads."""
+
+
+def test_a_pickle_with_objects_is_refused_without_advice_to_unpickle_it(tmp_path):
+    path = tmp_path / "weights.pt"
+    torch.save({"layer.weight": torch.zeros(2, 2), "config": Custom()}, path)
+    with pytest.raises(AttrexError, match="safetensors") as info:
+        read_state(path)
+    message = str(info.value)
+    assert "Custom" in message and "pickle" in message
+    assert "weights_only" not in message and "still be loaded" not in message and "trust" not in message
 
 
 def test_a_text_too_long_is_refused_saying_the_limit():
