@@ -1,5 +1,6 @@
 # attrex: the two commands of the README, and a few more.
-#   make app   set up .venv if needed, then start the app on the default scenario
+#   make app   set up .venv if needed, then start the app on the default scenario, for this machine only
+#              (HOST=0.0.0.0 serves every network the machine is on: anyone who reaches it can use the app)
 #   make test  set up (with the test extras), then run the test suite
 #   make lock  regenerate requirements.lock and requirements-test.lock from pyproject.toml
 #   make crosscheck  compare core/metrics with quanda's metrics, in a separate venv (.venv-quanda)
@@ -8,6 +9,8 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 PORT   ?= 8501
+# the address the app listens on; `make app HOST=0.0.0.0` sets it (not ?=: some shells export HOST, the machine's name)
+HOST   := localhost
 STAMP  := $(VENV)/.installed
 TSTAMP := $(VENV)/.installed-test
 LOCK   := requirements.lock
@@ -16,7 +19,7 @@ TLOCK  := requirements-test.lock
 .PHONY: app test setup setup-test lock browser lint clean-cache crosscheck help
 
 help:
-	@echo "make app    - start the app (http://localhost:$(PORT))"
+	@echo "make app    - start the app (http://localhost:$(PORT)), for this machine only; HOST=0.0.0.0 serves others"
 	@echo "make test   - run the test suite"
 	@echo "make lint   - ruff"
 	@echo "make lock   - regenerate the lock files from pyproject.toml (UPGRADE=1: newest allowed versions)"
@@ -42,7 +45,7 @@ setup: $(STAMP)
 setup-test: $(TSTAMP)
 
 app: $(STAMP)
-	$(VENV)/bin/streamlit run explorer/app.py --server.port $(PORT)
+	$(VENV)/bin/streamlit run explorer/app.py --server.port $(PORT) --server.address $(HOST)
 
 # The locks: resolved by uv from pyproject.toml's ranges for the CI machine (Linux x86-64,
 # CPython 3.11), torch and torchvision held at the builds this machine's pip may install.

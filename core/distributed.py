@@ -9,10 +9,11 @@ rows and writes them to the cache folder; the driver then merges the shards
 (:meth:`~core.methods.base.Attributor.merge_shards`) into exactly what a single process
 computes, and a query stays one matrix product.
 
-- **Where**: ``address=None`` starts a local Ray instance with ``workers`` CPUs; an address
-  (``ray://host:10001`` or ``host:6379``, a cluster started with ``ray start --head``) uses that
-  cluster. Every worker must reach the cache folder (a shared file system) and the data; for
-  a person's model, its files and its Python module, at the same paths.
+- **Where**: ``address=None`` starts a local Ray instance with ``workers`` CPUs, listening on
+  the loopback interface only (:func:`start_local`: Ray runs whatever code reaches its ports);
+  an address (``ray://host:10001`` or ``host:6379``, a cluster started with ``ray start --head``)
+  uses that cluster as it was started. Every worker must reach the cache folder (a shared file
+  system) and the data; for a person's model, its files and its Python module, at the same paths.
 - **Progress**: every task reports to a small progress actor; the driver polls it.
 - **Failures**: a task whose worker dies (killed, out of memory) is retried by Ray up to
   ``retries`` times; a shard already in the cache is never recomputed, so an interrupted run
@@ -45,6 +46,38 @@ def _ray():
     except ImportError:
         raise AttrexError('the Ray executor needs Ray: pip install "attrex[distributed]" (or pip install ray)') from None
     return ray
+
+
+LOOPBACK = "127.0.0.1"
+
+
+def start_local(workers: int | None = None, object_store_memory: int = 256 * 2**20) -> None:
+    """Start a Ray instance on this machine with ``workers`` CPUs (all by default), reachable from this machine only.
+
+    Ray's servers (GCS, raylet, object manager, every worker) listen on the loopback interface
+    only when the node's address is a loopback one; otherwise on every interface, and whoever
+    reaches those ports can run code here. ``ray.init(_node_ip_address="127.0.0.1")`` alone is
+    not enough: Ray replaces a loopback address by the machine's routable one unless Ray clusters
+    are switched off (``ray_constants.ENABLE_RAY_CLUSTER``, read from the environment when Ray is
+    imported), so that switch is held off while the instance starts. A Ray that still takes
+    another address is shut down and refused: start a cluster and pass its address instead.
+    """
+    ray = _ray()
+    from ray._private import ray_constants
+
+    clusters = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        ray.init(num_cpus=workers or os.cpu_count(), include_dashboard=False, log_to_driver=False,
+                 object_store_memory=object_store_memory, configure_logging=False, _node_ip_address=LOOPBACK)
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = clusters
+    node = ray.util.get_node_ip_address()
+    if node != LOOPBACK:
+        ray.shutdown()
+        raise AttrexError(f"Ray {ray.__version__} took the address {node} for a local instance, so it would listen "
+                          "beyond this machine; start Ray yourself, on the network you intend (ray start --head), and pass its "
+                          "address (--address)")
 
 
 @dataclass
@@ -130,10 +163,11 @@ def precompute(method, spec, config, shards: int | None = None, address: str | N
     if started_here:
         try:
             if address is None:
-                ray.init(num_cpus=workers or os.cpu_count(), include_dashboard=False, log_to_driver=False,
-                         object_store_memory=256 * 2**20, configure_logging=False)
+                start_local(workers)
             else:
                 ray.init(address=address, log_to_driver=False, configure_logging=False)
+        except AttrexError:
+            raise
         except Exception as exc:  # ConnectionError, a timeout, a version mismatch ...
             raise AttrexError(f"cannot start or reach Ray{f' at {address}' if address else ''}: {exc}") from None
     try:

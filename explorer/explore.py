@@ -9,7 +9,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core.data import Scenario
-from core.data.inputs import MAX_BYTES, image_input, text_input
+from core.data.inputs import MAX_BYTES, MAX_TEXT_CHARS, MAX_WORDS, image_input, text_input
 from core.data.text import tokenize
 from core.errors import AttrexError
 from core.jobs import Job
@@ -57,7 +57,9 @@ def _own_input(sc: Scenario, trained: TrainedModel, selection: state.Selection) 
                 text = None
             else:
                 upload = None
-                text = st.text_input("A headline or short text", key=session.CUSTOM_TEXT, max_chars=500)
+                # no max_chars: the browser would drop a longer paste unseen; text_input refuses it saying the limits
+                text = st.text_input(f"A headline or short text (at most {MAX_WORDS} words, {MAX_TEXT_CHARS} characters)",
+                                     key=session.CUSTOM_TEXT)
             go_ = st.form_submit_button("Explain it")
         if go_:
             try:

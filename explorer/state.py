@@ -114,14 +114,15 @@ def _work(fn, *args, load=None):
     cache; without ``load`` the worker sends its result), or in the job's thread (see WORKERS)."""
     def run(progress):
         root = Cache().root
-        if not (WORKERS and os.access(root if root.exists() else root.parent, os.W_OK)):
-            return fn(*args, progress=progress)
-        sent = in_process(fn, *args, send_result=load is None)(progress)
-        if load is None:
-            return sent
-        result = load()
+        if WORKERS and os.access(root if root.exists() else root.parent, os.W_OK):
+            result = in_process(fn, *args, send_result=load is None)(progress)
+        else:
+            result = fn(*args, progress=progress)
+        if result is not None or load is None:
+            return result
+        result = load()  # what the work left in the cache (a worker's, or fit_for's, which returns nothing)
         if result is None:
-            raise AttrexError("the worker finished but its result cannot be read from the cache")
+            raise AttrexError("the work finished but its result cannot be read from the cache")
         return result
     return run
 
@@ -184,17 +185,34 @@ def check_method(selection: Selection, trained: TrainedModel, name: str, params:
     create(name, trained, TrainingData.of(scenario_of(selection)), **params)
 
 
+MODEL_GONE = "the model was removed from the cache before its precompute ran; it trains again when a page asks for it"
+
+
 def method_or_job(selection: Selection, trained: TrainedModel, name: str, params: dict) -> Attributor | Job:
-    """The fitted method (from the disk cache) or the background :class:`Job` precomputing it."""
+    """The fitted method (from the disk cache) or the background :class:`Job` precomputing it.
+
+    The precompute fits the model in the disk cache. Removed from there (the Cache page) after the page had
+    it, the model would be retrained unseen inside the precompute, behind "starting a worker process": the job
+    fails at once with :data:`MODEL_GONE` instead, and the model this process holds is dropped, so the page's
+    next run trains it the usual way, with its progress.
+    """
     sc = scenario_of(selection)
     cls = get_method(name)
     cls.check(trained, TrainingData.of(sc), params)  # at once, and without building the method on every rerun
     key = method_key(name, params)
+    fit = _work(fit_for, sc, selection.config, name, params,
+                load=lambda: _or_none(_cached_method, selection, *key, trained))
 
-    return runner().run_or_job(("fit", selection, key), f"precomputing {cls.title}",
-                               load=lambda: _or_none(_cached_method, selection, *key, trained),
-                               work=_work(fit_for, sc, selection.config, name, params,
-                                          load=lambda: _or_none(_cached_method, selection, *key, trained)))
+    def work(progress):
+        if isinstance(selection.config, TrainConfig) and load_cached(sc, selection.config) is None:
+            raise AttrexError(MODEL_GONE)
+        return fit(progress)
+
+    job = runner().run_or_job(("fit", selection, key), f"precomputing {cls.title}",
+                              load=lambda: _or_none(_cached_method, selection, *key, trained), work=work)
+    if isinstance(job, Job) and job.error == MODEL_GONE:
+        _cached_model.clear(selection)
+    return job
 
 
 @st.cache_data(show_spinner=False, max_entries=256)

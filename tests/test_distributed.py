@@ -1,13 +1,16 @@
 """The Ray executor: on a local Ray instance with 2 workers, a sharded precompute equals the single-process one,
-also when a worker is killed mid-run; the CLI runs it; without Ray the flag says how to install it."""
+also when a worker is killed mid-run; the CLI runs it; without Ray the flag says how to install it; the local
+instance attrex starts listens on loopback addresses only."""
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import pytest
 import torch
+from _sockets import available, descendants, listening
 
 from core.cache import Cache
 from core.data import build, get_spec
@@ -23,10 +26,25 @@ CONFIG = default_config("mnist", epochs=2, seed=0)
 
 @pytest.fixture(scope="module")
 def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=128 * 2**20,
-             configure_logging=False)
+    """A local Ray instance with 2 CPUs, started as ``attrex prepare --executor ray`` starts one."""
+    from core.distributed import start_local
+
+    start_local(2, object_store_memory=128 * 2**20)
     yield
     ray.shutdown()
+
+
+def test_the_local_ray_instance_listens_on_loopback_only(local_ray):
+    """Ray runs whatever code reaches its ports: the GCS, the raylet, the object manager and every worker
+    (the driver's processes: this one and all below it) are reachable from this machine only."""
+    if not available():
+        pytest.skip("reads the listening sockets from /proc (Linux)")
+    ray.get(ray.remote(num_cpus=1)(lambda: os.getpid()).remote())  # a worker is up, with its own server
+    sockets = listening(descendants(os.getpid()))
+    programs = {s.program for s in sockets}
+    assert {"gcs_server", "raylet"} <= programs and any(p.startswith("ray::") for p in programs), programs
+    assert all(s.loopback for s in sockets), "listening beyond this machine: " + "; ".join(
+        str(s) for s in sockets if not s.loopback)
 
 
 @pytest.fixture(scope="module")

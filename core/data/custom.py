@@ -188,9 +188,11 @@ def _read_images(groups: list[list[Path]], size: tuple[int, int] | None, root: P
                           f"{fb.relative_to(root)} is {b[0]}×{b[1]}); pass an image size (HxW) to resize them all")
     h, w = size if size is not None else next(iter(sizes))[::-1]
     mode, c = ("L", 1) if grey else ("RGB", 3)
+    # 16-bit grey scaled to 8 bits, not clipped (imported here: inputs imports scenario, which imports this module)
+    from core.data.inputs import eight_bit
 
     def array(img: Image.Image) -> np.ndarray:
-        img = img.convert(mode)
+        img = eight_bit(img).convert(mode)
         if img.size != (w, h):
             img = img.resize((w, h), Image.Resampling.BILINEAR)
         return np.asarray(img, np.uint8).reshape(h, w, c).transpose(2, 0, 1)

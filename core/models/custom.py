@@ -131,7 +131,13 @@ def build_module(entry: str, n_classes: int) -> nn.Module:
 
 
 def read_state(path: str | Path) -> dict[str, torch.Tensor]:
-    """A state dict from ``.safetensors`` or a ``weights_only`` torch file."""
+    """A state dict from ``.safetensors`` or a ``weights_only`` torch file.
+
+    A pickle holding other objects is refused saying what attrex reads instead (torch's own
+    message would advise loading it with ``weights_only=False``, which runs code from the file).
+    """
+    import pickle
+
     path = Path(path)
     try:
         if path.suffix == ".safetensors":
@@ -140,7 +146,14 @@ def read_state(path: str | Path) -> dict[str, torch.Tensor]:
             state = load_file(str(path))
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a pickle with objects is refused by weights_only: say so plainly
+    except pickle.UnpicklingError as exc:  # torch's weights-only unpickler met something other than tensors
+        named = str(exc).partition("Unsupported global: GLOBAL ")[2].split(" ", 1)[0]
+        what = f"a pickle with Python objects besides tensors (such as {named})" if named else "not a weights-only state dict"
+        raise AttrexError(f"{path.name} is {what}; attrex never unpickles objects, which would run code from the file. "
+                          "It reads safetensors files and weights-only state dicts: save the weights with "
+                          "safetensors.torch.save_file(model.state_dict(), ...) or torch.save(model.state_dict(), ...)"
+                          ) from None
+    except Exception as exc:
         raise AttrexError(f"cannot read weights from {path.name} as safetensors or a weights-only state dict: "
                           f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
