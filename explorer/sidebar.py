@@ -120,13 +120,13 @@ MODEL_FROM = {"train": "attrex trains one", "upload": "Upload weights", "listed"
 def _link_own(shared: bool) -> None:
     """Before the form: the link's ``own`` token. Locally it names data this server process loaded (a reload);
     serving others, no link carries anyone's data, so a token is dropped with a message."""
-    token = links.own()
+    named, token = "own" in st.query_params, links.own()
     if st.query_params.get("scenario") != CUSTOM:
         st.query_params.clear()  # paths stay out of links: at most a token this server knows
         st.query_params["scenario"] = CUSTOM
-    if token is None or session.OWN_SELECTION in st.session_state:
+    if not named or session.OWN_SELECTION in st.session_state:
         return
-    recalled = None if shared else state.recall_own(token)
+    recalled = None if shared or token is None else state.recall_own(token)
     if recalled is None:
         st.warning("The link names data loaded in another session" + (
             ": on a shared server a link never carries anyone's data. Upload it here." if shared else

@@ -86,3 +86,23 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Chromium (Playwright), or the test is skipped saying why it cannot be had."""
+    from _browser import CHROMIUM
+
+    if not Path(CHROMIUM).exists():
+        pytest.skip("no Chromium on this machine (make test installs Debian's chromium where it runs as root)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip("playwright is not installed (it comes with the project's test extras)")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM,
+                              args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        yield b
+        b.close()
+
+
