@@ -59,7 +59,7 @@ def test_two_visitors_on_a_shared_server(browser, shared_server, hostile_zip, tm
         a.locator("input[type=file]").first.set_input_files(
             files=[{"name": "digits.zip", "mimeType": "application/zip", "buffer": hostile_zip}])
         a.get_by_text("digits.zip").first.wait_for(timeout=30_000)
-        a.get_by_role("button", name="Load").click()
+        a.get_by_role("button", name="Load", exact=True).click()
         a.get_by_text("Explore · custom:digits").first.wait_for(timeout=240_000)
         a.get_by_text("Test #0", exact=True).wait_for(timeout=240_000)
         a.screenshot(path=str(tmp_path / "visitor-a.png"), full_page=True)

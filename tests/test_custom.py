@@ -75,7 +75,7 @@ def test_train_and_test_folders_are_used_as_given(tmp_path):
     assert len(sc.y_train) == 15 and sc.y_test.tolist() == [0, 0, 1, 1]
     (tmp_path / "test" / "cat").mkdir()
     Image.new("L", (28, 28)).save(tmp_path / "test" / "cat" / "a.png")
-    with pytest.raises(AttrexError, match="classes the training folder lacks: \\['cat'\\]"):
+    with pytest.raises(AttrexError, match="test/ has 1 class folder\\(s\\) that train/ lacks"):
         build(own(tmp_path))
 
 
@@ -96,7 +96,7 @@ def test_mixed_sizes_need_an_image_size_and_colour_makes_rgb(tmp_path):
     ("missing", "does not exist"),
     ("empty", "holds no class folders"),
     ("one-class", "one class only"),
-    ("broken", "cannot read c1/bad.png as an image"),
+    ("broken", "cannot read c1/bad.png as a PNG or JPEG image"),
     ("no-images", "hold no .png, .jpg or .jpeg images"),
     ("bad-suffix", "must be .npz, .csv or .jsonl"),
 ])
@@ -178,6 +178,40 @@ def test_known_bad_list_becomes_the_ground_truth(folder, scenario, tmp_path):
         bad.write_text(content)
         with pytest.raises(AttrexError, match=message):
             build(own(folder, known_bad=str(bad)))
+
+
+def test_messages_never_echo_a_files_contents_or_the_servers_paths(tmp_path, folder, monkeypatch):
+    """A file that is not what was asked for (here a password-file look-alike) is refused without a word of it; a
+    folder that cannot be read is a message, not a traceback; paths are named relative to the data's folder."""
+    secret = "root:$6$s3cr3t:19000:0:99999:7:::"
+    shadow = tmp_path / "shadow.csv"
+    shadow.write_text(secret + "\nbin:*:19000\n")
+    for kwargs in ({"known_bad": str(shadow)}, {}):
+        with pytest.raises(AttrexError) as exc:
+            build(own(folder, **kwargs) if kwargs else own(shadow))
+        assert "s3cr3t" not in str(exc.value) and "root" not in str(exc.value)
+    bad = tmp_path / "bad.csv"
+    bad.write_text(f"id\n{secret}\n")
+    with pytest.raises(AttrexError, match="the id must be a training id") as exc:
+        build(own(folder, known_bad=str(bad)))
+    assert "s3cr3t" not in str(exc.value)
+    (tmp_path / "j.jsonl").write_text('{"text": "' + secret + '", "label": }\n')
+    with pytest.raises(AttrexError, match="invalid JSON at line 1") as exc:
+        build(own(tmp_path / "j.jsonl"))
+    assert "s3cr3t" not in str(exc.value)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(AttrexError) as exc:
+        build(own(empty))
+    assert str(tmp_path) not in str(exc.value)
+
+    def refuse(self):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "iterdir", refuse)
+    with pytest.raises(AttrexError, match="cannot read the data: Permission denied") as exc:
+        build(own(empty))
+    assert str(tmp_path) not in str(exc.value)
 
 
 # ----------------------------------------------------------------------------- model
