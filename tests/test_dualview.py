@@ -106,6 +106,8 @@ def test_dualview_on_the_default_cnn(mnist, mnist_trained, dualview):
     info = m.info
     assert info["converged"] and info["duality_gap"] <= 1e-3 and info["primal"] >= info["dual"]
     assert 0 < info["support_vectors"] < 0.5 * len(mnist.y_train)           # sparse
+    # measured at seed 0: 0.985-0.995 over kernels AVX512, AVX2, DEFAULT at one torch thread and AVX512, DEFAULT
+    # at two (support vectors 5.2-5.6% of the training set); 0.95 is 0.035 below the worst
     assert info["surrogate_agreement_test"] >= 0.95
     x = mnist.x_test[:40]
     s = m.scores(x)

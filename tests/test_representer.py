@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from core.errors import AttrexError
 from core.methods import TrainingData, create, get_method
+from core.methods.representer import head_matrix, lje_hessian, penultimate_with_bias
 from core.models import TrainedModel
 from core.models.architectures import MLP
 
@@ -56,6 +57,8 @@ def test_l2_decomposition_reproduces_the_retrained_logits(mnist, mnist_trained, 
     ft = features(mnist_trained.model, x[:3])
     direct = (ft @ f.T) * alpha[:, 2][None, :]
     assert torch.allclose(rps.scores(x[:3], 2).double(), direct, rtol=1e-5, atol=1e-9)
+    # a convex, L2-regularised refit of the head: measured 0.988-0.997 over seeds 0-4 x kernels AVX512, AVX2,
+    # DEFAULT (one torch thread) and seed 0 at two threads (AVX512 0.995, DEFAULT 0.994); 0.95 is 0.038 below
     assert rps.info["retrained_agreement_test"] >= 0.95
 
 
@@ -142,7 +145,33 @@ def test_lje_on_the_default_cnn(mnist, mnist_trained):
     assert s.shape == (30, len(mnist.y_train))
     expanded = features(mnist_trained.model, x) @ m.layer.T
     assert torch.allclose(s.double().sum(1), expanded[torch.arange(30), pred], rtol=1e-4, atol=1e-4)
-    assert m.info["lje_agreement_test"] >= 0.9  # measured 0.947 on the default model at seed 0
+    # Derived from the weights, whatever they are: W_LJE is one Newton step of the damped loss from
+    # W* = Ŵ + η∇L(Ŵ), so (H + δI)(W_LJE − W*) = −∇L(W*), with H recomputed here from the training features
+    # (the small problem above checks lje_hessian against autograd). A backward-stable Cholesky solve leaves a
+    # residual of order K·d'·ε·‖H + δI‖·‖W_LJE − W*‖ (K·d' = 1,290: 2.9e-13 of that product); measured 2.5e-16.
+    f = penultimate_with_bias(mnist_trained.model, mnist.x_train)
+    onehot = F.one_hot(mnist.y_train, 10).double()
+
+    def grad(w):
+        return ((f @ w.T).softmax(1) - onehot).T @ f / len(f)
+
+    w_hat = head_matrix(mnist_trained.model)
+    w_star = w_hat + m.hparams["lr"] * grad(w_hat)
+    hess = lje_hessian(f, (f @ w_star.T).softmax(1))
+    hess.diagonal().add_(m.hparams["damping"] * float(hess.diagonal().sum()) / len(hess))
+    step = (m.layer - w_star).reshape(-1)
+    residual = float((hess @ step + grad(w_star).reshape(-1)).norm())
+    assert residual <= len(hess) * torch.finfo(torch.float64).eps * float(hess.norm()) * float(step.norm())
+    # How often W_LJE predicts the model's class is not derived: the step is long (‖W_LJE − Ŵ‖ = 1.3 to 7.7 ‖Ŵ‖
+    # on the models below) and moves the points near a class boundary differently on every set of weights, and
+    # other CPUs round differently, so train other weights. Measured on the test split, seeds 0-4 trained at one
+    # torch thread with kernels AVX512 (an AMD EPYC's own) / AVX2 / DEFAULT (ATEN_CPU_CAPABILITY): seed 0
+    # 0.970/0.908/0.932, 1 0.985/0.969/0.984, 2 0.976/0.995/0.987, 3 0.842/0.958/0.920, 4 0.925/0.982/0.994;
+    # seed 0 at two threads (as the suite trains it): AVX512 0.880 (the former bound 0.9 failed there), DEFAULT
+    # 0.947. Worst 0.842 (seed 3, AVX512, the longest step); 0.75 is 0.09 below it, about twice the spread's
+    # standard deviation (0.04). The residual above pins the step itself, so this only has to catch a layer that
+    # no longer predicts like the model (chance 0.1).
+    assert m.info["lje_agreement_test"] >= 0.75
     # the sum above pins the sign (a flipped sign would sum to minus the logits), and tests/test_contract.py
     # checks it by retraining. How often the strongest proponent carries the predicted label depends on
     # the model (0.84 on the former 97% default, 0.27 on the 98% one, chance 0.1): no threshold here.
