@@ -26,7 +26,7 @@ from explorer.components import (
     retrain_panel,
     scenario_and_model,
 )
-from explorer.render import to_image
+from explorer.render import inert, to_image
 
 # Fast to precompute and, measured on mnist-noisy (docs/REPORT.md), strong: the training loss and
 # representer points; random is the floor. cleanlab, TracIn, TRAK, influence are one click away.
@@ -133,7 +133,7 @@ def _ranking(sc, trained, selection, scores: dict[str, np.ndarray]) -> None:
             for col, i in zip(cols, order[start: start + COLUMNS].tolist(), strict=False):
                 with col:
                     st.image(to_image(sc.x_train[i], scale), width="stretch")
-                    given, p = names[int(sc.y_train[i])], names[int(pred[i])]
+                    given, p = inert(names[int(sc.y_train[i])]), inert(names[int(pred[i])])
                     flags = sc.truth.train_flags([i])[0]
                     st.markdown(f"**#{i}** · given **{given}**  \nmodel: {p}" +
                                 (f"  \n{flags_markdown(sc, i, flags)}" if flags else ""))
