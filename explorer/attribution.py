@@ -19,7 +19,7 @@ from core.methods import REGISTRY, Param
 from core.models import TrainedModel
 from explorer import components, links, pair, session, state
 from explorer.components import controls, flags_markdown, job_panel
-from explorer.render import test_name, to_image
+from explorer.render import inert, test_name, to_image
 
 DEFAULT_METHODS = ["tracin-rp"]
 MAX_METHODS = 3
@@ -28,7 +28,7 @@ MAX_METHODS = 3
 def render(sc: Scenario, trained: TrainedModel, selection: state.Selection, split: str, row: int,
            test_id: int, y_true: int, predicted: int) -> None:
     """Method picker and, per chosen method, the proponents and opponents of test sample ``row`` of ``split``."""
-    names = sc.class_names
+    names = [inert(n) for n in sc.class_names]  # all shown as Markdown below, a segmented control's options too
     st.divider()
     st.header("Which training data made this prediction?")
     session.restore(session.METHODS, DEFAULT_METHODS)
@@ -100,7 +100,7 @@ def _parameters(name: str, check) -> dict:
             try:
                 check(chosen)
             except AttrexError as exc:
-                st.error(f"Not applied: {exc}")
+                st.error(f"Not applied: {inert(exc)}")
             else:
                 st.session_state[key] = current = chosen
         st.caption(cls.description + (f" ({cls.reference})" if cls.reference else ""))
@@ -131,7 +131,7 @@ def _method_block(sc: Scenario, trained: TrainedModel, selection: state.Selectio
     try:
         method = state.method_or_job(selection, trained, name, params)
     except AttrexError as exc:
-        st.error(f"{cls.title} cannot run here: {exc}")
+        st.error(f"{cls.title} cannot run here: {inert(exc)}")
         return
     if isinstance(method, Job):
         job_panel(method, "The precompute", f"Precomputing **{cls.title}** for this model (once; it is cached on "
@@ -146,9 +146,9 @@ def _method_block(sc: Scenario, trained: TrainedModel, selection: state.Selectio
             top = state.top_k(selection, state.method_key(name, params), split, row, target, k, method)
         elapsed = time.perf_counter() - t0  # this answer's time: a repeated query comes from memory
     except AttrexError as exc:
-        st.error(str(exc))
+        st.error(inert(exc))
         return
-    names = sc.class_names
+    names = [inert(n) for n in sc.class_names]
     fit = f"precomputed in {method.fit_seconds:.1f} s" if method.fit_seconds is not None else "precomputed"
     st.caption(f"{fit} · answered in {elapsed * 1000:.0f} ms{' (remembered)' if elapsed < top['seconds'] / 2 else ''} · scores for class **{names[top['target']]}** "
                f"of {test_name(test_id)}; positive = the training point supports it")
@@ -217,5 +217,5 @@ def _image_cards(sc: Scenario, ids: np.ndarray, scores: np.ndarray, method: str,
                       args=(sc.spec.name, method, kind, i, rank, context),
                       help="Close this pair view" if opened else "Open the pair view: FLIA and DualView-LRP heatmaps")
             # below the button, so badges of different lengths never put the buttons out of line
-            label = sc.class_names[int(sc.y_train[i])]
+            label = inert(sc.class_names[int(sc.y_train[i])])
             st.markdown(f"**#{i}** · {label}  \n`{s:+.3g}`" + (f"  \n{flags_markdown(sc, i, f)}" if f else ""))

@@ -28,7 +28,7 @@ from explorer.components import (
     retrain_panel,
     scenario_and_model,
 )
-from explorer.render import to_image
+from explorer.render import inert, to_image
 
 # The methods measured on every visit (fast precomputes); the others can be added. Measured on
 # mnist-backdoor (docs/REPORT.md): the gradient similarities (graddot, gradcos, GAS) put the
@@ -54,7 +54,7 @@ def render() -> None:
                    help="Share of triggered test inputs the model sends to the target class")
     cols[2].metric("Poisoned training points", f"{len(t.poisoned_ids)}")
     cols[2].caption(f"base rate {len(t.poisoned_ids) / n:.1%} of {n:,}")
-    cols[3].metric("Target class", names[t.target_class])
+    cols[3].metric("Target class", inert(names[t.target_class]))
 
     extra = st.multiselect("Also measure", [m for m, c in REGISTRY.items() if c.per_test and m not in CANDIDATES],
                            key=session.BACKDOOR_METHOD + "-extra", format_func=lambda m: REGISTRY[m].title,
@@ -66,7 +66,7 @@ def render() -> None:
     ok = {m: r["backdoor"] for m, r in result["results"].items() if r["backdoor"]["status"] == "ok"}
     if not ok:
         errors = {m: r["backdoor"].get("error") or r["backdoor"].get("reason") for m, r in result["results"].items()}
-        st.error("No method could be measured here: " + "; ".join(f"{m}: {e}" for m, e in errors.items()))
+        st.error("No method could be measured here: " + "; ".join(f"{m}: {inert(e)}" for m, e in errors.items()))
         return
     best = best_method(result, "backdoor", ("top_k_share", "auroc_in_class")) or next(iter(ok))
     _quality(ok, best)
@@ -139,13 +139,13 @@ def _ranking(sc, trained, selection, method: str, r: dict, ranking: np.ndarray |
             with col:
                 st.image(to_image(sc.x_train[i], scale), width="stretch")
                 flags = sc.truth.train_flags([i])[0]
-                st.markdown(f"**#{i}** · {names[int(sc.y_train[i])]}" + (f"  \n{flags_markdown(sc, i, flags)}" if flags else ""))
+                st.markdown(f"**#{i}** · {inert(names[int(sc.y_train[i])])}" + (f"  \n{flags_markdown(sc, i, flags)}" if flags else ""))
         _flia(sc, trained, selection, top[:4])
     else:
         st.dataframe({"id": top, "label": [names[int(sc.y_train[i])] for i in top],
                       "poisoned": ["yes" if i in poisoned else "" for i in top],
                       "text": [sc.texts_train[i][:160] for i in top]}, hide_index=True, width="stretch")
-        st.caption(f"The trigger word is “{sc.truth.trigger_token}”. Open a triggered sample in Explore for FLIA "
+        st.caption(f"The trigger word is “{inert(sc.truth.trigger_token)}”. Open a triggered sample in Explore for FLIA "
                    "token highlights.")
 
 
@@ -168,7 +168,7 @@ def _flia(sc, trained, selection, ids: list[int]) -> None:
         runs = {d: state.flia_pairs(selection, "triggered", row, tuple(ids), target, trained, direction=d)
                 for d in (("descent", "ascent") if local else ("descent",))}
     except AttrexError as exc:
-        st.error(str(exc))
+        st.error(inert(exc))
         return
     direction = "descent"
     if local:

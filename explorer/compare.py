@@ -17,7 +17,7 @@ from core.methods import REGISTRY
 from core.metrics import agreement
 from explorer import session, state
 from explorer.components import card_columns, fitted_methods, flags_markdown, scenario_and_model
-from explorer.render import to_image
+from explorer.render import inert, to_image
 
 DEFAULT_METHODS = ("tracin-rp", "representer")  # both precompute in seconds; add GAS, TRAK, ... at will
 K = 8
@@ -90,7 +90,7 @@ def _side_by_side(sc, selection, fitted: dict, scores: dict[str, np.ndarray], ro
                     with cells[r % (K // 2)]:
                         st.image(to_image(sc.x_train[i], 2), width="stretch")
                         flags = sc.truth.train_flags([i])[0]
-                        st.markdown(f"{'● ' if i in shared else ''}#{i} · {sc.class_names[int(sc.y_train[i])]}" +
+                        st.markdown(f"{'● ' if i in shared else ''}#{i} · {inert(sc.class_names[int(sc.y_train[i])])}" +
                                     (f"  \n{flags_markdown(sc, i, flags)}" if flags else ""))
             else:
                 st.dataframe({"": ["●" if i in shared else "" for i in top[m]], "id": top[m].tolist(),

@@ -31,7 +31,7 @@ def job_progress(job: Job, explanation: str) -> None:
     def poll() -> None:
         if job.done:
             st.rerun()
-        st.progress(min(job.fraction, 1.0), text=f"{job.message} · {time.time() - job.started:.0f} s")
+        st.progress(min(job.fraction, 1.0), text=f"{inert(job.message)} · {time.time() - job.started:.0f} s")
 
     poll()
 
@@ -39,7 +39,7 @@ def job_progress(job: Job, explanation: str) -> None:
 def job_panel(job: Job, what: str, explanation: str, retry_key: Hashable | None = None) -> None:
     """A job still running (its progress) or failed (its error and a *Try again* button)."""
     if job.error:
-        st.error(f"{what} was cancelled." if job.cancelled else f"{what} failed: {job.error}")
+        st.error(f"{what} was cancelled." if job.cancelled else f"{what} failed: {inert(job.error)}")
         st.button("Try again", key=retry_key, on_click=state.forget_job, args=(job.key,))
     else:
         job_progress(job, explanation)
@@ -95,13 +95,13 @@ def scenario_and_model(page: str, wait: bool = True) -> tuple[state.Selection, S
     try:
         sc = state.scenario_of(selection)
     except AttrexError as exc:
-        st.error(f"This scenario cannot be built: {exc}")
+        st.error(f"This scenario cannot be built: {inert(exc)}")
         st.stop()
     scenario_header(sc, page)
     trained = state.model_or_job(selection)
     if isinstance(trained, Job):
         cfg = selection.config
-        job_panel(trained, "Training", f"Training `{cfg.arch}` on **{sc.spec.name}** ({cfg.epochs} epochs). "
+        job_panel(trained, "Training", f"Training {inert(cfg.arch)} on **{inert(sc.spec.name)}** ({cfg.epochs} epochs). "
                   "The model is cached on disk: next time it loads at once. Meanwhile you can pick another scenario "
                   "or page; this training goes on.")
         if not wait:
@@ -114,7 +114,7 @@ def scenario_and_model(page: str, wait: bool = True) -> tuple[state.Selection, S
 def scenario_header(sc: Scenario, page: str) -> None:
     """The page title (page, scenario and seed, so a screenshot says what it shows) and what was planted."""
     spec = sc.spec
-    st.title(f"{page} · {spec.name} · seed {spec.seed}")
+    st.title(f"{page} · {inert(spec.name)} · seed {spec.seed}")
     chips = [badge(f"{len(sc.y_train):,} train · {len(sc.y_test):,} test", "gray")]
     t = sc.truth
     if t.flipped_ids is not None:
@@ -130,7 +130,7 @@ def scenario_header(sc: Scenario, page: str) -> None:
         chips.append(badge(f"{sc.n_classes} superclasses: " + " | ".join(sc.class_names), "blue"))
     st.markdown(" ".join(chips))
     shown = spec.name if spec.dataset == CUSTOM and access.shared() else sc.source  # no server path to a visitor
-    st.caption(f"{spec.description}. Data: {inert(shown)}.")
+    st.caption(f"{inert(spec.description)}. Data: {inert(shown)}.")
 
 
 def evaluation_panel(selection: state.Selection, trained: TrainedModel, methods: tuple[str, ...],
@@ -183,7 +183,7 @@ def retrain_panel(selection: state.Selection, trained: TrainedModel, drop: tuple
     try:
         after = state.retrain_or_job(selection, drop, relabel)
     except AttrexError as exc:
-        st.error(f"Cannot retrain {what}: {exc}")
+        st.error(f"Cannot retrain {what}: {inert(exc)}")
         return
     if isinstance(after, Job):
         job_panel(after, "Retraining", f"Retraining `{selection.config.arch}` {what}, same recipe and seed "
@@ -210,7 +210,7 @@ def fitted_methods(selection: state.Selection, trained: TrainedModel, names: lis
         try:
             method = state.method_or_job(selection, trained, name, {})
         except AttrexError as exc:
-            st.error(f"{REGISTRY[name].title} cannot run here: {exc}")
+            st.error(f"{REGISTRY[name].title} cannot run here: {inert(exc)}")
             continue
         if isinstance(method, Job):
             job_panel(method, "The precompute", f"Precomputing **{REGISTRY[name].title}** (once; cached on disk).",

@@ -16,7 +16,7 @@ from core.jobs import Job
 from core.models import TrainedModel, predict_proba
 from explorer import attribution, links, session, state
 from explorer.components import card_columns, controls, scenario_and_model
-from explorer.render import GROUND_TRUTH_COLOURS, badge, to_image, token_strip
+from explorer.render import GROUND_TRUTH_COLOURS, badge, inert, plot_text, to_image, token_strip
 
 PAGE_SIZE = 40
 GRID_HEIGHT = 430  # pixels: about two and a half rows of the grid
@@ -71,7 +71,7 @@ def _own_input(sc: Scenario, trained: TrainedModel, selection: state.Selection) 
                     x, unknown = text_input(text or "", sc)
                     note = f"not in the vocabulary (ignored): {', '.join(unknown[:10])}" if unknown else ""
             except AttrexError as exc:
-                st.error(f"Not explained: {exc}")  # nothing else changes
+                st.error(f"Not explained: {inert(exc)}")  # nothing else changes
             else:
                 digest = int(hashlib.sha256(x.numpy().tobytes()).hexdigest()[:12], 16)
                 st.session_state.setdefault(session.CUSTOM_INPUTS, {})[digest] = x
@@ -91,7 +91,7 @@ def _own_input(sc: Scenario, trained: TrainedModel, selection: state.Selection) 
         else:
             st.markdown(token_strip(tokenize(typed), set(sc.vocab)), unsafe_allow_html=True)
         if note:
-            st.caption(note)
+            st.caption(inert(note))
         st.button("Back to the test samples", on_click=st.session_state.pop, args=(session.CUSTOM_ACTIVE, None))
     with right:
         names = sc.class_names
@@ -161,10 +161,10 @@ def _gallery(sc: Scenario, trained: TrainedModel | None, selection: state.Select
             summary += f" · {int((pred != y_true).sum()):,} misclassified in this split"
         if split == "triggered" and pred is not None:
             hit = float((pred == sc.truth.target_class).mean())
-            summary += f" · {hit:.1%} sent to the backdoor target {sc.class_names[sc.truth.target_class]}"
+            summary += f" · {hit:.1%} sent to the backdoor target {inert(sc.class_names[sc.truth.target_class])}"
         if split == "marked" and pred is not None:
             hit = float((pred == sc.truth.mark_class).mean())
-            summary += f" · {hit:.1%} pulled to the marked class {sc.class_names[sc.truth.mark_class]}"
+            summary += f" · {hit:.1%} pulled to the marked class {inert(sc.class_names[sc.truth.mark_class])}"
         if not len(rows):
             st.caption(summary)
             st.info("No test sample matches these filters.")
@@ -185,6 +185,7 @@ def _pick(sc: Scenario, split: str, rows: np.ndarray, pred: np.ndarray, conf: np
     if st.session_state.get(key) not in set(rows.tolist()):
         st.session_state[key] = int(rows[0])
     names = sc.class_names
+    shown_names = [inert(n) for n in names]  # for captions and tooltips, which are Markdown
     if sc.kind == "text":
         st.caption(summary)
         texts = sc.texts_test_triggered if split == "triggered" else sc.texts_test
@@ -226,16 +227,16 @@ def _pick(sc: Scenario, split: str, rows: np.ndarray, pred: np.ndarray, conf: np
                 st.image(to_image(x[r], scale), width="stretch")
                 st.button(f"#{int(ids_in_test[r])}", key=session.pick(sc.spec.name, split, r), width="stretch",
                           type="primary" if r == st.session_state[key] else "secondary",
-                          help=f"true {names[y_true[r]]}" + ("" if pred is None else
-                                                             f", predicted {names[pred[r]]} ({conf[r]:.1%})"),
+                          help=f"true {shown_names[y_true[r]]}" + ("" if pred is None else
+                                                                  f", predicted {shown_names[pred[r]]} ({conf[r]:.1%})"),
                           on_click=st.session_state.__setitem__, args=(key, r))
                 # below the button, so a caption that wraps (long class names) never misaligns a row
                 if pred is None:
-                    st.caption(f"true {names[y_true[r]]}")
+                    st.caption(f"true {shown_names[y_true[r]]}")
                 elif pred[r] == y_true[r]:
-                    st.caption(f"{names[pred[r]]} · {conf[r]:.0%}")
+                    st.caption(f"{shown_names[pred[r]]} · {conf[r]:.0%}")
                 else:
-                    st.caption(f":red[✗ {names[y_true[r]]} → {names[pred[r]]}]")
+                    st.caption(f":red[✗ {shown_names[y_true[r]]} → {shown_names[pred[r]]}]")
     return st.session_state[key]
 
 
@@ -266,11 +267,11 @@ def _detail(sc: Scenario, split: str, row: int, p: np.ndarray | None, y: int, te
     if p is None:
         return
     if split == "triggered":
-        st.caption(f"The backdoor sends triggered inputs to **{names[sc.truth.target_class]}**; "
+        st.caption(f"The backdoor sends triggered inputs to **{inert(names[sc.truth.target_class])}**; "
                    f"{'the attack worked here' if pred == sc.truth.target_class else 'the model resisted here'}.")
     order = np.argsort(p)[::-1][: min(10, len(p))]
     colours = ["#0f766e" if c == pred else ("#f59e0b" if c == y else "#cbd5e1") for c in order]
-    fig = go.Figure(go.Bar(x=p[order], y=[names[c] for c in order], orientation="h", marker_color=colours,
+    fig = go.Figure(go.Bar(x=p[order], y=[plot_text(names[c]) for c in order], orientation="h", marker_color=colours,
                            text=[f"{v:.1%}" for v in p[order]], textposition="outside", cliponaxis=False))
     fig.update_layout(height=40 + 24 * len(order), margin=dict(l=10, r=40, t=10, b=10),
                       yaxis=dict(autorange="reversed", type="category"), xaxis=dict(range=[0, 1.15], visible=False))

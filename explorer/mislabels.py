@@ -3,8 +3,9 @@
 A person hunting mislabeled training samples picks methods (self-influence methods and the
 baselines: training loss, cleanlab, random), sees how well each finds the planted flips
 (AUROC, AUPRC, precision at the number of flips, the detection curve), browses the most
-suspicious points of one method, selects some, exports them as CSV, and retrains without
-them (or with them relabelled) to see the test accuracy before and after.
+suspicious points of one method, selects some, exports them as CSV (safe to open in a
+spreadsheet: :mod:`core.export`), and retrains without them (or with them relabelled) to see
+the test accuracy before and after.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
+from core.export import csv_text, file_stem
 from core.methods import REGISTRY
 from explorer import session, state
 from explorer.components import (
@@ -24,7 +26,7 @@ from explorer.components import (
     retrain_panel,
     scenario_and_model,
 )
-from explorer.render import to_image
+from explorer.render import inert, to_image
 
 # Fast to precompute and, measured on mnist-noisy (docs/REPORT.md), strong: the training loss and
 # representer points; random is the floor. cleanlab, TracIn, TRAK, influence are one click away.
@@ -131,7 +133,7 @@ def _ranking(sc, trained, selection, scores: dict[str, np.ndarray]) -> None:
             for col, i in zip(cols, order[start: start + COLUMNS].tolist(), strict=False):
                 with col:
                     st.image(to_image(sc.x_train[i], scale), width="stretch")
-                    given, p = names[int(sc.y_train[i])], names[int(pred[i])]
+                    given, p = inert(names[int(sc.y_train[i])]), inert(names[int(pred[i])])
                     flags = sc.truth.train_flags([i])[0]
                     st.markdown(f"**#{i}** · given **{given}**  \nmodel: {p}" +
                                 (f"  \n{flags_markdown(sc, i, flags)}" if flags else ""))
@@ -148,10 +150,11 @@ def _ranking(sc, trained, selection, scores: dict[str, np.ndarray]) -> None:
                          key=f"{session.MISLABEL_TABLE}-{rank_by}-{shown}", width="stretch")
     picked = sorted(event.selection.rows) if event is not None else []
     chosen = [table["id"][r] for r in picked] or table["id"]
-    csv = _csv(table, [table["id"].index(i) for i in chosen])
+    exported = [c for c in table if c != "text"]  # the id finds a text; the table shows its start only
+    rows = ([table[c][table["id"].index(i)] for c in exported] for i in chosen)
     c1, c2, c3 = st.columns(3)
-    c1.download_button(f"Export {len(chosen)} as CSV", csv, file_name=f"attrex-{sc.spec.name}-suspects.csv",
-                       mime="text/csv", width="stretch")
+    c1.download_button(f"Export {len(chosen)} as CSV", csv_text(exported, rows), mime="text/csv", width="stretch",
+                       file_name=f"attrex-{file_stem(sc.spec.name)}-suspects.csv")
     suggested = tuple((i, int(pred[i])) for i in chosen)
     if not trained.retrainable:
         c2.caption("Retraining needs the model's recipe, which attrex knows only for models it trained: export the "
@@ -165,18 +168,3 @@ def _ranking(sc, trained, selection, scores: dict[str, np.ndarray]) -> None:
     asked = st.session_state.get(session.RETRAIN, {}).get("mislabels")
     if asked:
         retrain_panel(selection, trained, *asked)
-
-
-def _csv(table: dict, rows: list[int]) -> str:
-    cols = [c for c in table if c != "text"]
-    lines = [",".join(cols)]
-    for r in rows:
-        lines.append(",".join(_cell(table[c][r]) for c in cols))
-    return "\n".join(lines) + "\n"
-
-
-def _cell(v) -> str:
-    if isinstance(v, float):
-        return f"{v:.6g}"
-    text = str(v)
-    return f'"{text}"' if "," in text or '"' in text else text

@@ -20,7 +20,7 @@ from core.methods import REGISTRY
 from core.models import TrainedModel
 from explorer import session, state
 from explorer.components import flags_markdown
-from explorer.render import test_name, to_image
+from explorer.render import inert, test_name, to_image
 
 
 def toggle(scenario: str, method: str, kind: str, train_id: int, rank: int, context: tuple) -> None:
@@ -55,7 +55,7 @@ def render(sc: Scenario, trained: TrainedModel, selection: state.Selection, meth
 def _one(p: session.OpenPair, sc: Scenario, trained: TrainedModel, selection: state.Selection, split: str, row: int,
          test_id: int, target: int, context: tuple, shown: dict[int, tuple[int, float]], score_of) -> None:
     method = p.method
-    i, names = p.train, sc.class_names
+    i, names = p.train, [inert(n) for n in sc.class_names]
     x_test = state.test_input(selection, split, row)
     x_train = sc.x_train[i]
     scale = 6 if sc.input_shape[-1] <= 28 else 4
@@ -86,7 +86,7 @@ def _one(p: session.OpenPair, sc: Scenario, trained: TrainedModel, selection: st
             try:
                 f = state.flia_pair(selection, split, row, i, target, trained, direction=direction)
             except AttrexError as exc:
-                st.error(f"FLIA cannot run here: {exc}")
+                st.error(f"FLIA cannot run here: {inert(exc)}")
                 return
         cols = st.columns(5, gap="small")
         cols[0].image(to_image(x_test, scale), caption=test_name(test_id).capitalize(), width="stretch")
@@ -112,7 +112,7 @@ def _lrp(sc, trained, selection, split, row, i, target, x_test, x_train, scale, 
     try:
         dualview = state.method_or_job(selection, trained, "dualview", defaults)
     except AttrexError as exc:
-        col_train.warning(f"DualView cannot run here: {exc}")
+        col_train.warning(f"DualView cannot run here: {inert(exc)}")
         return
     if isinstance(dualview, Job):
         with col_train:
@@ -121,7 +121,7 @@ def _lrp(sc, trained, selection, split, row, i, target, x_test, x_train, scale, 
     try:
         lrp = state.lrp_pair(selection, split, row, i, target, dualview)
     except AttrexError as exc:
-        col_train.warning(str(exc))
+        col_train.warning(inert(exc))
         return
     if not np.abs(lrp["train"]).any():
         col_train.info(f"Training #{i} is no support vector of DualView's SVM: its DualView score is 0, so there "
@@ -150,12 +150,12 @@ def text_rows(sc: Scenario, trained: TrainedModel, selection: state.Selection, s
         try:
             heat = state.flia_texts(selection, split, row, tuple(int(i) for i in ids), target, trained)
         except AttrexError as exc:
-            st.error(f"FLIA cannot run here: {exc}")
+            st.error(f"FLIA cannot run here: {inert(exc)}")
             heat = None
     for r, (i, s, f) in enumerate(zip(ids.tolist(), scores.tolist(), flags, strict=True)):
-        st.markdown(f"**#{i}** · {sc.class_names[int(sc.y_train[i])]} · `{s:+.3g}`"
+        st.markdown(f"**#{i}** · {inert(sc.class_names[int(sc.y_train[i])])} · `{s:+.3g}`"
                     + (f" · {flags_markdown(sc, i, f)}" if f else ""))
         if heat is None:
-            st.markdown(sc.texts_train[i])
+            st.markdown(inert(sc.texts_train[i]))
         else:
             st.html(flia_tokens_html(sc.vocab, sc.x_train[i].tolist(), heat[r]))

@@ -16,6 +16,12 @@ def badge(text: str, colour: str = "gray") -> str:
     return f":{colour}-badge[{inert(text)}]"
 
 
+def plot_text(text: object) -> str:
+    """``text`` (from data) for a plotly label such as an axis tick: plotly reads a few HTML tags in labels
+    (links, bold, line breaks) and entities; escaped, the label shows exactly that text."""
+    return html.escape(str(text), quote=False)
+
+
 def token_strip(tokens: list[str], known: set[str], highlight: set[str] = frozenset()) -> str:
     """HTML of a text's tokens: out-of-vocabulary words greyed, highlighted words marked."""
     spans = []

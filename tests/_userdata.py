@@ -1,6 +1,8 @@
 """A person's own data and model, written to disk the way a user would have them (for tests).
 
-``image_folder``: PNGs of the embedded MNIST subset in ``DIR/<class>/``; ``user_model``: a
+``image_folder``: PNGs of the embedded MNIST subset in ``DIR/<class>/``; ``npz_data``: the same
+images in one ``.npz`` with class names of one's choice (``HOSTILE_CLASSES``: Markdown, HTML,
+math, an emoji shortcode and spreadsheet formulas); ``user_model``: a
 small CNN in a plain ``usernet.py`` file, trained here with an ordinary torch loop (not
 attrex's), its checkpoints saved as safetensors with ``checkpoints.json`` and its final
 weights as a state dict ``.pt``.
@@ -27,6 +29,19 @@ def build(n_classes=10):
     )
 '''
 LRS = (0.1, 0.05, 0.01)
+# class names a stranger's data set may hold, each with the cell a CSV export must write for it
+HOSTILE_CLASSES = (
+    ("[click me](http://evil.example)", "[click me](http://evil.example)"),
+    (":x:", ":x:"),
+    ("**bold**", "**bold**"),
+    ("<b>x</b>", "<b>x</b>"),
+    ("$x$", "$x$"),
+    ('=HYPERLINK("http://x","y")', '\'=HYPERLINK("http://x","y")'),
+    ("+1", "'+1"),
+    ("-2+3", "'-2+3"),
+    ("@SUM(A1)", "'@SUM(A1)"),
+    ('a"b, c', 'a"b, c'),
+)
 
 
 def image_folder(root: Path, per_class: int = 20, classes: int = 10) -> Path:
@@ -40,6 +55,22 @@ def image_folder(root: Path, per_class: int = 20, classes: int = 10) -> Path:
         for i in np.flatnonzero(raw.y_train == c)[:per_class]:
             Image.fromarray(raw.x_train[i, 0]).save(folder / f"{i:05d}.png")
     return root
+
+
+def npz_data(path: Path, class_names: list[str], train_per_class: int = 12, test_per_class: int = 4) -> Path:
+    """``path``: an .npz of the first embedded MNIST training (test) images of each of the first
+    ``len(class_names)`` digits, sorted by class, the digits named ``class_names``."""
+    from core.data.sources import load
+
+    raw = load("mnist")
+    arrays = {}
+    for split, per_class in (("train", train_per_class), ("test", test_per_class)):
+        y = getattr(raw, f"y_{split}")
+        ids = np.concatenate([np.flatnonzero(y == c)[:per_class] for c in range(len(class_names))])
+        arrays[f"x_{split}"], arrays[f"y_{split}"] = getattr(raw, f"x_{split}")[ids], y[ids]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, class_names=np.array(class_names), **arrays)
+    return path
 
 
 def user_model(folder: Path, x: torch.Tensor, y: torch.Tensor, n_classes: int = 10) -> dict[str, Path]:

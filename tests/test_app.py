@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from _apptest import plain, wait_for_jobs
 from _apptest import texts as _texts
-from _apptest import wait_for_jobs
 from streamlit.testing.v1 import AppTest
 
 APP = str(Path(__file__).resolve().parents[1] / "explorer" / "app.py")
@@ -139,7 +139,7 @@ def test_a_failed_training_stays_on_screen_until_the_user_retries(monkeypatch, i
     at.query_params["scenario"] = "mnist-superclass"  # a model this session has not trained
     at.run()
     settle()  # the background job fails at once; the page shows it on the next run
-    assert "Training failed: RuntimeError: disk full" in at.error[0].value
+    assert "Training failed: RuntimeError: disk full" in plain(at.error[0].value)
     at.run()
     assert len(calls) == 1 and at.error  # a rerun does not silently start it again
     next(b for b in at.button if b.label == "Try again").click().run()

@@ -67,7 +67,7 @@ def page(preset: str, path: str, query: dict | None = None, **state) -> AppTest:
 def test_mislabels_page_scores_methods_exports_and_retrains(small):
     sc, trained = small("mnist-noisy")
     at = page("mnist-noisy", "views/mislabels.py")
-    assert at.title[0].value == "Mislabels · mnist-noisy · seed 0"
+    assert plain(at.title[0].value) == "Mislabels · mnist-noisy · seed 0"
     table = at.dataframe[0].value
     assert list(table["method"]) == ["Training loss", "Representer points (L2)", "Random"] or len(table) == 3
     data = TrainingData.of(sc)
@@ -181,7 +181,7 @@ def test_typing_a_text_explains_it_like_a_test_sample(small):
     words = " ".join(sc.vocab[10:16])
     at.text_input(key="custom-text").input("qwxzzy zzqqxx")  # a form: the value goes with the submit
     at.button[[b.label for b in at.button].index("Explain it")].click().run()
-    assert any("none of the text's words" in e.value for e in at.error) and "Your input" not in texts(at)
+    assert any("none of the text's words" in plain(e.value) for e in at.error) and "Your input" not in texts(at)
     at.text_input(key="custom-text").input(words)
     at.button[[b.label for b in at.button].index("Explain it")].click().run()
     wait_for_jobs(at)
@@ -223,7 +223,7 @@ def test_your_data_in_the_sidebar_loads_a_model_explains_and_refuses_bad_paths(t
         at.text_input(key=f"own-{field}").input(str(value))
     at.button(key="own-load").click().run()
     wait_for_jobs(at)
-    assert at.title[0].value == "Explore · custom:digits · seed 0"
+    assert plain(at.title[0].value) == "Explore · custom:digits · seed 0"
     assert "**Model** · `" in texts(at) and "(yours)" in texts(at) and "3 checkpoints" in texts(at)
     trained = train(sc, ModelSource(f"{files['module']}:build", str(files["weights"]), str(files["checkpoints"])))
     method = create("tracin-rp", trained, TrainingData.of(sc)).fit()
@@ -246,7 +246,7 @@ def test_your_data_in_the_sidebar_loads_a_model_explains_and_refuses_bad_paths(t
     again.query_params.update(scenario="custom", own=token[0] if isinstance(token, list) else token)
     again.run()
     wait_for_jobs(again)
-    assert again.title[0].value == "Explore · custom:digits · seed 0"
+    assert plain(again.title[0].value) == "Explore · custom:digits · seed 0"
     assert again.text_input(key="own-data").value == str(folder)
 
     # the other pages on the same data: no planted backdoor (the page says what it needs), the rest as for a preset
@@ -256,7 +256,7 @@ def test_your_data_in_the_sidebar_loads_a_model_explains_and_refuses_bad_paths(t
         wait_for_jobs(at)
         assert not at.exception, (path, at.exception)
         if path != "views/cache.py":
-            assert at.title[0].value == f"{title} · custom:digits · seed 0"
+            assert plain(at.title[0].value) == f"{title} · custom:digits · seed 0"
     assert "needs a scenario with a planted backdoor" in " ".join(i.value for i in at.switch_page("views/backdoor.py").run().info)
     at.switch_page("views/explore.py").run()
 
@@ -303,15 +303,15 @@ def test_the_sidebar_and_explore_choices_outlive_a_page_switch(small):
     wait_for_jobs(at)
     at.number_input(key="top-k").set_value(5).run()
     wait_for_jobs(at)
-    assert at.title[0].value == "Explore · mnist-noisy · seed 0"
+    assert plain(at.title[0].value) == "Explore · mnist-noisy · seed 0"
     at.query_params.clear()
     at.switch_page("views/mislabels.py").run()
     wait_for_jobs(at)
-    assert at.title[0].value == "Mislabels · mnist-noisy · seed 0"
+    assert plain(at.title[0].value) == "Mislabels · mnist-noisy · seed 0"
     assert at.selectbox(key="scenario").value == "mnist-noisy"
     at.switch_page("views/explore.py").run()
     wait_for_jobs(at)
-    assert at.title[0].value == "Explore · mnist-noisy · seed 0" and at.number_input(key="top-k").value == 5
+    assert plain(at.title[0].value) == "Explore · mnist-noisy · seed 0" and at.number_input(key="top-k").value == 5
 
 
 def test_explore_shows_the_samples_and_their_labels_while_the_model_trains(small, monkeypatch):
