@@ -353,7 +353,7 @@ def model_status(trained: TrainedModel) -> None:
             st.caption(f"{trained.config.epochs} epochs, {len(trained.checkpoints)} checkpoints · trained in "
                        f"{trained.train_seconds:.0f} s, kept in the disk cache")
         for msg in trained.cache_messages:
-            st.warning(msg)
+            st.warning(inert(msg))
 
 
 def _model_name(trained: TrainedModel) -> str:
