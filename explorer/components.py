@@ -16,7 +16,7 @@ from explorer import access, session, state
 from explorer.render import GROUND_TRUTH_COLOURS, badge, inert
 from explorer.sidebar import model_status, pick_scenario
 
-POLL_SECONDS = 3.0  # each open page's progress update costs the work it waits for (see the README's timings)
+POLL_SECONDS = 3.0  # each open page's progress update costs the work it waits for (see the app's timings in benchmarks/README.md)
 
 
 def job_progress(job: Job, explanation: str) -> None:

@@ -292,7 +292,7 @@ def _welcome(shared: bool, listed: access.OperatorList) -> None:
     st.title("Your data")
     st.markdown("Choose your data in the sidebar, and your model if you have one, then press **Load**. Everything is "
                 "checked before anything runs. Without a model attrex trains its default architecture for the data "
-                "(cached on disk). The README's *Your own data and model* section shows the layouts.")
+                "(cached on disk). docs/your-data.md in attrex's repository shows the layouts.")
     st.caption(f"Uploads: {uploads.LIMITS.describe()}. "
                + ("This server is shared: uploads are kept for this browser session only, and removed when it ends."
                   if shared else "This server is local: paths on this machine and Python entry points are offered "
