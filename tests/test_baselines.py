@@ -39,7 +39,11 @@ def test_loss_is_the_final_models_cross_entropy_on_the_given_label(noisy, tmp_pa
     ref = torch.stack([F.cross_entropy(model(x[None].double()), y.view(1)) for x, y in
                        zip(scenario.x_train, scenario.y_train, strict=True)]).detach()
     torch.testing.assert_close(own.double(), ref, rtol=1e-4, atol=1e-6)
-    # the flipped labels are the ones the model disagrees with (measured AUROC 0.959, AUPRC 0.79)
+    # the flipped labels are the ones the model disagrees with (measured AUROC 0.959, AUPRC 0.79). This scenario
+    # and model are seeded (seed 0): the AUROC was 0.9595 under ATEN_CPU_CAPABILITY=avx512 (native), avx2 and default,
+    # at one and two torch threads alike (the small model trained bit-identically on all six). Other seeds of the same
+    # recipe give 0.949, 0.974, 0.936, 0.974 (seeds 1-4, same on all six): 0.9 sits 0.06 below the value tested and
+    # 0.036 below the worst seed, room for a CPU whose convolutions round differently.
     assert mislabel.auroc(own, scenario.truth.flipped_ids) >= 0.9
     assert not REGISTRY["loss"].per_test and not REGISTRY["loss"].describe()["per_test"]
     for call in (lambda: method.scores(scenario.x_test[:2]), lambda: method.top_k(scenario.x_test[:2], k=3)):

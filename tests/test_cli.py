@@ -164,7 +164,11 @@ def test_explain_features_writes_heatmaps_next_to_the_pairs(capsys, tmp_path):
             assert len(f["flia"]["il_path"]) == 11 and f["flia"]["gap"] >= 0
             # the DualView-LRP pair's score is the DualView score that ranked it
             assert f["dualview_lrp"]["dualview_score"] == pytest.approx(r["score"], rel=1e-3, abs=1e-6)
-            assert all(abs(c - 1) <= 0.05 for c in f["dualview_lrp"]["conservation"] if c == c)
+            # the default composite shares each bias back to the inputs, so the heatmaps conserve Σ_j R_j up to
+            # rounding: |conservation − 1| measured 5.1e-6 to 8.3e-6 (8 values per run; two threads; seed 0
+            # under ATEN_CPU_CAPABILITY=avx512 (native), avx2 and default, seeds 1 and 4 avx512, 2 default,
+            # 3 avx2). 1e-3 is over 100 times the worst; the former 0.05 let a few percent go missing.
+            assert all(abs(c - 1) <= 1e-3 for c in f["dualview_lrp"]["conservation"] if c == c)
 
 
 def test_explain_features_on_text_writes_token_highlights(capsys, tmp_path):

@@ -73,8 +73,15 @@ def test_flia_tables_on_a_few_pairs(mnist, mnist_trained):
     assert all(t1[f"{k}/{d}"]["pairs"] == 4 for k in PAIR_KINDS for d in ("descent", "ascent"))
     for kind in ("proponents", "same-class"):
         assert t1[f"{kind}/descent"]["il_change_mean"] < 0 < t1[f"{kind}/ascent"]["il_change_mean"]
-        # the paper's Table 1 target is 0.01; measured 0.0106 on these 4 pairs of the default model
-        assert t1[f"{kind}/descent"]["abs_confidence_change_mean"] <= 0.02
+        # the paper's Table 1 target is 0.01 (a mean over 10,000 pairs; here 4, so one pair weighs a quarter).
+        # Measured on the default model, seeds 0-4 under ATEN_CPU_CAPABILITY=avx512 (native) / avx2 / default at one
+        # torch thread: proponents 0.027/0.005/0.015, 0.0003/0.005/0.0001, 0.034/0.018/0.009, 0.006/0.012/0.003,
+        # 0.031/0.035/0.044; same-class 0.0100/0.0010/0.0024, 0.0019/0.0016/0.0043, 0.0021/0.0014/0.0006,
+        # 0.0004/0.0044/0.0010, 0.0008/0.0007/0.0007; seed 0 at two threads (avx512, default): proponents
+        # 0.014/0.016, same-class 0.0032/0.0069. The former common bound 0.02 failed for proponents on 5 of 17
+        # models; the bounds are twice the worst (0.044 and 0.0100).
+        bound = {"proponents": 0.09, "same-class": 0.02}[kind]
+        assert t1[f"{kind}/descent"]["abs_confidence_change_mean"] <= bound, t1[f"{kind}/descent"]
         # unlearning a point whose influence FLIA raised moves the test confidence more and more, and the
         # other way for descent. Measured over seeds 0-4 at one torch thread and seeds 0-2 at two (8 models,
         # 4 pairs each): proponents' ascent 0.65-0.998, descent -0.987 to -0.999; same-class ascent 0.036-0.999,

@@ -215,6 +215,8 @@ def test_iif_fits_and_queries_the_default_mnist_cnn(mnist_trained, mnist, tmp_pa
     top = method.top_k(x, k=5)
     query_s = (time.perf_counter() - t0) / len(x)
     same = (mnist.y_train[top.proponents[:, 0]] == top.targets).float().mean().item()
+    # measured 1.0 (6 of 6) on every model tried: seeds 0-4 under ATEN_CPU_CAPABILITY=avx512 (native), avx2 and
+    # default at one torch thread (15 models); 0.8 allows one miss of the six
     assert same >= 0.8, same
     comp = method.completeness(x)  # reuses the runs of top_k
     assert all(torch.isfinite(v).all() for v in comp.values())

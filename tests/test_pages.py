@@ -96,6 +96,8 @@ def test_backdoor_page_defaults_to_the_method_that_measures_best(small, monkeypa
 
     monkeypatch.setattr(backdoor, "CANDIDATES", ("representer", "graddot", "random"))
     sc, trained = small("mnist-backdoor")
+    # measured (600 points, seed 0, one thread) 0.967 under ATEN_CPU_CAPABILITY=avx512 (native) and default, 0.956
+    # under avx2; seeds 1-4 (avx512) and 1-2 (default) 0.989-1.0: 0.5 is far below any of them
     assert trained.attack_success > 0.5, "the small model should carry the backdoor"
     at = page("mnist-backdoor", "views/backdoor.py")
     direct = evaluate(sc, trained, ["representer", "graddot", "random"], ["backdoor"], Settings())
@@ -132,6 +134,9 @@ def test_evaluate_page_runs_only_when_asked_and_shows_the_table(small):
     wait_for_jobs(at)
     table = at.dataframe[0].value
     assert list(table["method"]) == ["Representer points (L2)", "Random"]
+    # the representer's mislabel AUROC on the 600-point mnist-noisy model (seed 0, one thread) measured 0.968 under
+    # ATEN_CPU_CAPABILITY=avx512 (native), avx2 and default alike; seeds 1-4 (avx512) and 1-2 (default)
+    # 0.971-0.992: 0.7 is 0.27 below
     assert 0 <= table["Mislabel detection"].iloc[1] <= 1 and table["Mislabel detection"].iloc[0] > 0.7
     assert "Identical class" in table.columns and len(at.get("plotly_chart")) >= 2
     # a new session: everything read from the disk cache (no precompute times), the same values

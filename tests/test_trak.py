@@ -330,12 +330,20 @@ def test_trak_fits_and_queries_the_default_mnist_cnn(mnist_trained, mnist, tmp_p
     query_s = time.perf_counter() - t0
     assert top.proponents.shape == (10, 5) and torch.isfinite(top.proponent_scores).all()
     # Q = 1 − p vanishes for the many training points this model fits perfectly, so TRAK's proponents are the
-    # hard examples (top-1 same class 0.1-0.2 here); the linearised-model factor φ(ΦᵀΦ)⁻¹Φᵀ alone finds the class
-    S = method.scores(mnist.x_test[:10])
+    # hard examples (top-1 same class 0.0-0.5 here); the linearised-model factor φ(ΦᵀΦ)⁻¹Φᵀ alone finds the class.
+    # Its rate is taken over 30 queries: over the first 10 it measured 0.6-1.0 across the models below, and over
+    # consecutive blocks of 10 of one model it spans 0.6-1.0 by itself (binomial spread). Over these 30, P = 512,
+    # seeds 0-4 under ATEN_CPU_CAPABILITY=avx512 (native) / avx2 / default at one torch thread: 0.80/0.90/0.93,
+    # 0.93/0.87/0.90, 0.87/0.87/0.83, 0.83/0.83/0.83, 0.87/0.87/0.87; seed 0 at two threads: 0.93 (avx512), 0.87
+    # (default). Chance is 0.1; 0.5 is 0.3 below the worst (at a rate of 0.8, P(X < 15 of 30) = 5e-5).
+    # An earlier measurement (10 queries, seed 0, two threads): 1.0 with P = 2048.
+    queries = mnist.x_test[:30]
+    S = method.scores(queries)
     fitted = method._q > 1e-3
     linear_part = (S[:, fitted] / method._q[fitted]).argmax(1)
-    same = (mnist.y_train[fitted][linear_part] == top.targets).float().mean().item()
-    assert same >= 0.5, same  # chance is 0.1; measured 0.6 with P = 512, 1.0 with P = 2048
+    targets = method.top_k(queries, k=1).targets
+    same = (mnist.y_train[fitted][linear_part] == targets).float().mean().item()
+    assert same >= 0.5, same
     ss = method.self_scores()
     assert ss.shape == (len(mnist.y_train),) and (ss >= 0).all()
     print(f"TRAK on the MNIST CNN: fit {fit_s:.1f} s, 10 queries {query_s:.2f} s, top-1 same class of "
