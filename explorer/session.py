@@ -173,7 +173,7 @@ def set_open_pairs(scenario: str, value: tuple[OpenPair, ...]) -> None:
 
 def pair_widget(p: OpenPair, what: str) -> str:
     """The key of widget ``what`` (close, direction, il-path) of pair view ``p``."""
-    return f"pair-{what}-{p.method}-{p.train}"
+    return f"pair-{what}-{p.method}-{p.kind}-{p.train}"
 
 
 # ----- widget values that outlive page switches --------------------------------------------------

@@ -212,7 +212,7 @@ def test_inspect_opens_the_pair_view_with_flia_and_dualview_lrp(default_trained)
     assert "DualView-LRP on the training image" in captions or any("no support vector" in i.value for i in at.info)
     assert "IL" in texts and "grey level" in texts
     assert len(at.get("plotly_chart")) >= 1
-    at.button_group(key=f"pair-direction-tracin-rp-{first}").set_value("ascent").run()  # FLIA's other direction
+    at.button_group(key=f"pair-direction-tracin-rp-proponents-{first}").set_value("ascent").run()  # FLIA's other direction
     wait_for_jobs(at)
     captions = " ".join(img.caption for i in at.get("image") for img in i.proto.imgs)
     assert "FLIA (ascent) on the training image" in captions and f"Pair view: test #0 and training #{first}" in _texts(at)
@@ -225,7 +225,7 @@ def test_inspect_opens_the_pair_view_with_flia_and_dualview_lrp(default_trained)
     texts = _texts(at)
     assert f"Pair view: test #1 and training #{first}" in texts and f"`{score:+.3g}`" in texts
     assert at.query_params["pairs"] in (f"tracin-rp:proponents:{first}", [f"tracin-rp:proponents:{first}"])
-    at.button(key=f"pair-close-tracin-rp-{first}").click().run()
+    at.button(key=f"pair-close-tracin-rp-proponents-{first}").click().run()
     assert "Pair view" not in _texts(at) and "pairs" not in at.query_params
 
 
