@@ -18,8 +18,9 @@ pytestmark = pytest.mark.browser
 HOSTILE_CLASS = "[click me](javascript:alert(1)) :x:"
 # each opens the page with a message saying what was ignored
 HOSTILE_LINKS = [
-    "?seed=%C2%B2", "?seed=" + "9" * 10_000, "?seed=%D9%A3", "?sample=%C2%B2", "?k=" + "1" * 5000,
-    "?methods=graddot&pairs=graddot:proponents:5,graddot:opponents:5,graddot:proponents:x%C2%B2",
+    "?seed=%C2%B2", "?seed=" + "9" * 10_000, "?seed=%D9%A3", "?scenario=mnist&sample=%C2%B2",
+    "?scenario=mnist&k=" + "1" * 5000,
+    "?scenario=mnist&methods=graddot&pairs=graddot:proponents:5,graddot:opponents:5,graddot:proponents:x%C2%B2",
     "?scenario=%5Bclick%20me%5D(http://evil.example)", "?scenario=custom&own=" + "a" * 300,
     "?scenario=custom&own=deadbeef",
 ]
