@@ -36,6 +36,7 @@ def own_data_app(data: Path) -> AppTest:
     at = AppTest.from_file(APP, default_timeout=240)
     at.query_params["scenario"] = "custom"  # the "Your data" source
     at.run()
+    at.radio(key="own-data-from").set_value("path").run()  # a path: the local user's (AppTest serves localhost)
     at.text_input(key="own-data").input(str(data))
     at.button(key="own-load").click().run()
     wait_for_jobs(at)
