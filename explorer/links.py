@@ -180,7 +180,7 @@ def parse(q: Mapping[str, str], sc: Scenario, offered: list[str], max_methods: i
             if method not in offered:
                 raise AttrexError("no such method")
             view.params[method] = REGISTRY[method].check_params(_params(q[key]))
-        except ValueError as exc:  # an AttrexError, or Python refusing the number (more than 4,300 digits, say)
+        except (ValueError, OverflowError) as exc:  # an AttrexError, or Python refusing a number (4,300 digits, say)
             bad.append(f"{_shown(key)}={_shown(q[key])} ({_shown(str(exc), 2 * SHOWN)})")
     if "pairs" in q:
         pairs: list[session.OpenPair] = []

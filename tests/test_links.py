@@ -143,6 +143,16 @@ def test_any_link_parses_into_values_that_fit(default_mnist, query):
     assert all("\n" not in line and len(line) < 1_000 for line in view.bad)  # one line each, bounded
 
 
+@pytest.mark.parametrize("value", ["9" * 400, "9" * 4000, "1e999", "-" + "9" * 400])
+def test_a_parameter_too_large_for_a_float_is_reported(default_mnist, value):
+    """Found by the property test above (under ATEN_CPU_CAPABILITY=default): an int of 4,000 digits passed int()
+    and then overflowed math.isfinite, an OverflowError that the parser did not expect."""
+    from explorer.attribution import MAX_METHODS, offered
+
+    view = links.parse({"p-tracin-rp": f"dim:{value}"}, default_mnist, offered(), MAX_METHODS)
+    assert "tracin-rp" not in view.params and len(view.bad) == 1 and "dim" in view.bad[0]
+
+
 @settings(max_examples=300, deadline=None, derandomize=True)
 @given(text=TEXT)
 def test_a_number_is_ascii_digits_in_range(text):

@@ -81,7 +81,7 @@ class Param:
                 number = float(value)
         except (TypeError, ValueError):
             raise AttrexError(f"{where} must be {'an integer' if self.kind == 'int' else 'a number'}; got {value!r}") from None
-        if not math.isfinite(number):
+        if self.kind != "int" and not math.isfinite(number):  # an int is finite (and may be too large for a float)
             raise AttrexError(f"{where} must be finite; got {value!r}")
         if (self.low is not None and number < self.low) or (self.high is not None and number > self.high):
             raise AttrexError(f"{where} must lie in {self.range_text()}; got {value!r}")
