@@ -33,6 +33,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from core.data import custom
 from core.errors import AttrexError
 
 UPLOADS = ".uploads"  # under the cache root; the leading dot keeps it out of the cache's entry listing
@@ -46,8 +47,8 @@ class Limits:
     upload_mb: int = 50              # one file as sent (Streamlit's server.maxUploadSize in .streamlit/config.toml)
     files: int = 20_000              # entries in a zip
     unpacked_mb: int = 512           # bytes of a zip's entries once unpacked, all together
-    image_side: int = 1024           # pixels a side of an image read as it is (more needs an image size to resize to)
-    image_pixels: int = 4096 * 4096  # pixels of any one image, even to be resized
+    image_side: int = custom.MAX_SIDE      # pixels a side of an image read as it is (more needs an image size)
+    image_pixels: int = custom.MAX_PIXELS  # pixels of any one image, even to be resized (core.data.custom checks both)
 
     def describe(self) -> str:
         return (f"at most {self.upload_mb} MB a file; a zip at most {self.files:,} files and {self.unpacked_mb} MB "
