@@ -120,7 +120,7 @@ def _owned(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
-def _remove(path: Path) -> None:
+def remove_path(path: Path) -> None:
     """Delete an entry: a file or a link is unlinked (never what the link points to), a folder removed."""
     if path.is_symlink() or path.is_file():
         with contextlib.suppress(OSError):
@@ -248,7 +248,7 @@ class Cache:
                 msg = f"cached {kind} {key[:12]} is unusable ({exc}); recomputing"
                 log.warning(msg)
                 messages.append(msg)
-                _remove(self.path(kind, key))
+                remove_path(self.path(kind, key))
                 status = f"recomputed: {exc}"
             tensors, meta = compute()
             try:
@@ -295,7 +295,7 @@ class Cache:
         """Remove one artefact (nothing happens if it is absent)."""
         if not re.fullmatch(r"[0-9a-zA-Z_.-]+", kind) or not re.fullmatch(r"[0-9a-f]{64}", key):
             raise CacheError(f"no such cache entry: {kind}/{key}")
-        _remove(self.path(kind, key))
+        remove_path(self.path(kind, key))
 
     def entries(self) -> list[dict]:
         """Every artefact folder: ``kind``, ``key``, ``bytes``, ``modified`` (epoch seconds) and its ``label``

@@ -38,7 +38,7 @@ def token_strip(tokens: list[str], known: set[str], highlight: set[str] = frozen
 
 def test_name(test_id: int | str) -> str:
     """How a page names the input being explained: ``test #12``, or a label such as ``your input``."""
-    return f"test #{test_id}" if isinstance(test_id, int) else str(test_id)
+    return f"test #{test_id}" if isinstance(test_id, int) else inert(test_id)
 
 
 # Markdown that would turn data into something else: CommonMark's escapable punctuation. A backslash shows each

@@ -340,6 +340,7 @@ def model_status(trained: TrainedModel) -> None:
     """Accuracy, attack success and provenance of the model in use."""
     with st.sidebar:
         st.divider()
+        # a code span, safe as it is: the name is a registry key or a Python identifier (ModelSource checks it)
         st.markdown(f"**Model** · `{_model_name(trained)}`" + (" (yours)" if not trained.retrainable else ""))
         cols = st.columns(2)
         cols[0].metric("Test accuracy", f"{trained.test_accuracy:.1%}")

@@ -33,6 +33,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from core.cache import remove_path
 from core.data import custom
 from core.errors import AttrexError
 
@@ -100,7 +101,7 @@ def sweep(root: Path, max_age: float = MAX_AGE) -> int:
         except OSError:
             continue
         if old and str(folder) not in _live:
-            _remove(folder)
+            remove_path(folder)
             removed += 1
     return removed
 
@@ -270,14 +271,7 @@ def _content_root(target: Path) -> Path:
 
 def _empty(target: Path) -> None:
     for child in target.iterdir():
-        _remove(child)
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
+        remove_path(child)
 
 
 def _shown(name: str) -> str:
