@@ -329,17 +329,8 @@ def _ratio(total: float, reference: float) -> float:
     return total / reference if reference != 0 else float("nan")
 
 
-def dualview_lrp(method, x_test: torch.Tensor, train_index: int, target: int | None = None,
-                 composite: str = "epsilon-plus-flat", cache: Cache | None = None) -> LRPResult:
-    """DualView-LRP heatmaps of a test image and of training point ``train_index`` for class ``target``.
-
-    ``method``: a DualView instance (fitted here if it is not yet); ``x_test``: one image
-    ``[C, H, W]`` or ``[1, C, H, W]``; ``target``: the explained class (default: the model's
-    predicted class for ``x_test``); ``composite``: one of :data:`COMPOSITES`; ``cache``: default
-    ``method.cache or Cache()``. See the module docstring for the formula, the sign, the bias
-    treatment and the composites. Bad input raises :class:`~core.errors.AttrexError`.
-    """
-    model = _check_method(method)
+def _check_query(method, x_test, target, composite: str, train_index) -> tuple[torch.Tensor, int, int]:
+    """The checked query of :func:`dualview_lrp`: ``(x [1, C, H, W], class, train_index)``; bad input raises."""
     if not isinstance(composite, str) or composite not in COMPOSITES:
         raise AttrexError(f"unknown composite {composite!r}; accepted: {', '.join(COMPOSITES)}")
     train_index = _check_index(train_index, len(method.data))
@@ -351,7 +342,56 @@ def dualview_lrp(method, x_test: torch.Tensor, train_index: int, target: int | N
     if target is not None and isinstance(target, torch.Tensor) and target.numel() != 1:
         raise AttrexError(f"target must be one class; got shape {list(target.shape)}")
     x, tgt = method.prepare_inputs(x_test, target)            # checks dtype, finiteness and the class range
-    c = int(tgt[0])
+    return x, int(tgt[0]), train_index
+
+
+def _input_relevance(model, composite: str, both: torch.Tensor, relevance: torch.Tensor,
+                     features: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """The feature relevance ``relevance`` [d] propagated to the inputs ``both`` [2, C, H, W] (test, training
+    point), and the relative gap between the canonized extractor's features and ``features`` [2, d]."""
+    if isinstance(model, LogisticRegression):
+        return relevance.reshape(both.shape[1:]).expand(2, *both.shape[1:]).clone(), 0.0
+    if not relevance.any():                                              # no support vector: nothing to share
+        return torch.zeros_like(both), 0.0
+    d = relevance.numel()
+    device = next(model.parameters()).device
+    extractor = copy.deepcopy(model.extractor).to(device)             # canonizers and hooks go on the copy
+    inputs, out = propagate(extractor, build_composite(composite, model), both.to(device),
+                            relevance.to(device).expand(2, d).contiguous())
+    gap = float((out.cpu().float() - features).abs().max() / features.abs().max().clamp_min(1e-30))
+    if gap > 1e-3:
+        log.warning("dualview-lrp: the canonized extractor differs from the model's features by %.3g "
+                    "(relative); the heatmaps may be wrong", gap)
+    return inputs.cpu().float(), gap
+
+
+def _validator(shape: tuple[int, ...], d: int, c: int, train_index: int, composite: str):
+    """A check that a cached DualView-LRP result has the shapes and the query of this one."""
+    def validate(tensors, meta):
+        for name in ("test_relevance", "train_relevance"):
+            if tuple(tensors[name].shape) != shape:
+                raise ValueError(f"{name} has shape {list(tensors[name].shape)}, expected {list(shape)}")
+        if tuple(tensors["feature_relevance"].shape) != (d,):
+            raise ValueError(f"feature_relevance must have shape [{d}]")
+        if meta["target"] != c or meta["train_index"] != train_index or meta["composite"] != composite:
+            raise ValueError("cached result belongs to another query")
+        for name in ("bias_term", "score", "conservation_test", "conservation_train", "seconds"):
+            float(meta[name])
+    return validate
+
+
+def dualview_lrp(method, x_test: torch.Tensor, train_index: int, target: int | None = None,
+                 composite: str = "epsilon-plus-flat", cache: Cache | None = None) -> LRPResult:
+    """DualView-LRP heatmaps of a test image and of training point ``train_index`` for class ``target``.
+
+    ``method``: a DualView instance (fitted here if it is not yet); ``x_test``: one image
+    ``[C, H, W]`` or ``[1, C, H, W]``; ``target``: the explained class (default: the model's
+    predicted class for ``x_test``); ``composite``: one of :data:`COMPOSITES`; ``cache``: default
+    ``method.cache or Cache()``. See the module docstring for the formula, the sign, the bias
+    treatment and the composites. Bad input raises :class:`~core.errors.AttrexError`.
+    """
+    model = _check_method(method)
+    x, c, train_index = _check_query(method, x_test, target, composite, train_index)
     cache = cache or method.cache or Cache()
     key = _key(method, x, train_index, c, composite)
     d = model.head.in_features
@@ -368,23 +408,8 @@ def dualview_lrp(method, x_test: torch.Tensor, train_index: int, target: int | N
         bias_term = beta * float(f_train[d:].prod() * f_test[d:].prod()) if width > d else 0.0
         score = float(relevance.double().sum()) + bias_term
         t0 = time.perf_counter()
-        both = torch.cat([x, x_train])
-        gap = 0.0
-        if isinstance(model, LogisticRegression):
-            inputs = relevance.reshape(x.shape[1:]).expand(2, *x.shape[1:]).clone()
-        elif not relevance.any():                                          # no support vector: nothing to share
-            inputs = torch.zeros_like(both)
-        else:
-            device = next(model.parameters()).device
-            extractor = copy.deepcopy(model.extractor).to(device)        # canonizers and hooks go on the copy
-            rel2 = relevance.to(device).expand(2, d).contiguous()
-            inputs, out = propagate(extractor, build_composite(composite, model), both.to(device), rel2)
-            inputs = inputs.cpu().float()
-            ref = torch.stack([f_test[:d], f_train[:d]]).float()
-            gap = float((out.cpu().float() - ref).abs().max() / ref.abs().max().clamp_min(1e-30))
-            if gap > 1e-3:
-                log.warning("dualview-lrp: the canonized extractor differs from the model's features by %.3g "
-                            "(relative); the heatmaps may be wrong", gap)
+        inputs, gap = _input_relevance(model, composite, torch.cat([x, x_train]), relevance,
+                                       torch.stack([f_test[:d], f_train[:d]]).float())
         seconds = time.perf_counter() - t0
         total = float(relevance.double().sum())
         tensors = {"test_relevance": inputs[0].float(), "train_relevance": inputs[1].float(),
@@ -396,18 +421,8 @@ def dualview_lrp(method, x_test: torch.Tensor, train_index: int, target: int | N
                 "seconds": seconds, "forward_gap": gap}
         return tensors, meta
 
-    def validate(tensors, meta):
-        for name in ("test_relevance", "train_relevance"):
-            if tuple(tensors[name].shape) != shape:
-                raise ValueError(f"{name} has shape {list(tensors[name].shape)}, expected {list(shape)}")
-        if tuple(tensors["feature_relevance"].shape) != (d,):
-            raise ValueError(f"feature_relevance must have shape [{d}]")
-        if meta["target"] != c or meta["train_index"] != train_index or meta["composite"] != composite:
-            raise ValueError("cached result belongs to another query")
-        for name in ("bias_term", "score", "conservation_test", "conservation_train", "seconds"):
-            float(meta[name])
-
-    art = cache.get_or_compute("features", key, compute, validate)
+    art = cache.get_or_compute("features", key, compute,
+                               _validator(tuple(method.data.x.shape[1:]), d, c, train_index, composite))
     t, m = art.tensors, art.meta
     return LRPResult(
         test_relevance=t["test_relevance"], train_relevance=t["train_relevance"],
