@@ -24,7 +24,7 @@ from _common import common_args, setup  # noqa: E402  (this folder)
 
 from core.cache import Cache  # noqa: E402
 from core.data import build, get_spec  # noqa: E402
-from core.evaluation import Context, Settings, best_method, evaluate  # noqa: E402
+from core.evaluation import Context, EvaluationResult, Settings, evaluate  # noqa: E402
 from core.features.experiments import flia_on_poisoned, fmt  # noqa: E402
 from core.methods import REGISTRY, create  # noqa: E402
 from core.models import train  # noqa: E402
@@ -36,21 +36,21 @@ def all_methods() -> str:
     return ",".join(sorted((n for n, c in REGISTRY.items() if c.per_test), key=lambda n: (REGISTRY[n].baseline, n)))
 
 
-def render(results: list[dict]) -> str:
+def render(results: list[EvaluationResult]) -> str:
     lines = []
-    for r in results:
-        m0 = r["model"]
-        lines += [f"{r['scenario']} seed {r['seed']} ({m0['arch']}; clean accuracy {fmt(m0['test_acc'], '.1%')}, attack "
-                  f"success {fmt(m0['attack_success'], '.1%')}; base rate {fmt(r['base_rate'], '.1%')}; "
+    for res in results:
+        m0, r = res.model, res.extra
+        lines += [f"{res.scenario} seed {res.seed} ({m0.arch}; clean accuracy {fmt(m0.test_acc, '.1%')}, attack "
+                  f"success {fmt(m0.attack_success, '.1%')}; base rate {fmt(r['base_rate'], '.1%')}; "
                   f"{r['triggered_test']} triggered test samples)",
                   f"  {'method':<22} {'top-10 share':>12} {'lift':>6} {'AUROC':>6} {'AUROC in class':>15} {'fit s':>7}"]
-        for name, row in r["results"].items():
+        for name, row in res.results.items():
             b = row["backdoor"]
-            if b["status"] != "ok":
-                lines.append(f"  {name:<22} {b['status']}: {(b.get('reason') or b.get('error'))[:70]}")
+            if not b.ok:
+                lines.append(f"  {name:<22} {b.status}: {b.reason[:70]}")
                 continue
-            v = b["values"]
-            fit = r["methods"][name].get("fit_seconds")
+            v = b.values
+            fit = res.methods[name].fit_seconds
             lines.append(f"  {name:<22} {v['top_k_share']:>12.1%} {v['lift']:>6.1f} {v['auroc']:>6.3f} "
                          f"{v['auroc_in_class']:>15.3f} {fmt(fit, '7.1f')}")
         for d in ("descent", "ascent"):
@@ -68,7 +68,9 @@ def render(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def run_scenario(name: str, seed: int, methods: list[str], n_test: int, flia_pairs: int, cache, log) -> dict:
+def run_scenario(name: str, seed: int, methods: list[str], n_test: int, flia_pairs: int, cache,
+                 log) -> EvaluationResult:
+    """The backdoor task on one scenario; its ``extra`` holds the base rate, the samples and FLIA's figures."""
     cache = cache or Cache()
     scenario = build(get_spec(name, seed=seed))
     log(f"{name} seed {seed}: default model (trained once, cached)")
@@ -76,16 +78,15 @@ def run_scenario(name: str, seed: int, methods: list[str], n_test: int, flia_pai
     settings = Settings(n_triggered=n_test)
     r = evaluate(scenario, trained, methods, ["backdoor"], settings, cache=cache,
                  progress=lambda f, m: log(f"{name}: {m}"))
-    ok = {m: row["backdoor"]["values"] for m, row in r["results"].items() if row["backdoor"]["status"] == "ok"}
-    first = next(iter(ok.values()), None)
-    r.update(base_rate=first["base_rate"] if first else None, triggered_test=first["triggered_test"] if first else 0)
-    best = best_method(r, "backdoor", ("top_k_share", "auroc_in_class"))
+    first = next((b.values for b in r.ok("backdoor").values()), None)
+    r.extra.update(base_rate=first["base_rate"] if first else None, triggered_test=first["triggered_test"] if first else 0)
+    best = r.best("backdoor", ("top_k_share", "auroc_in_class"))
     if best and flia_pairs:
         ctx = Context(scenario, trained, settings, cache, 1)
         x, target = ctx.triggered
         scores = create(best, trained, ctx.data, cache=cache).scores(x, target)
         log(f"{name}: FLIA on {best}'s poisoned proponents")
-        r.update(flia_on_poisoned(scenario, trained, x, target, scores, flia_pairs), flia_method=best)
+        r.extra.update(flia_on_poisoned(scenario, trained, x, target, scores, flia_pairs), flia_method=best)
     return r
 
 
@@ -103,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     n_test = args.n_test or (5 if args.quick else 20)
     results = [run_scenario(name, args.seed, methods, n_test, args.flia_pairs, cache, log)
                for name in (s.strip() for s in args.scenarios.split(",")) if name]
-    report = {"quick": args.quick, "threads": torch.get_num_threads(), "results": results}
+    report = {"quick": args.quick, "threads": torch.get_num_threads(), "results": [r.to_json() for r in results]}
     print(json.dumps(report, indent=1) if args.json else render(results))
     return 0
 

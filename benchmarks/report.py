@@ -45,7 +45,7 @@ from _common import common_args, setup  # noqa: E402  (this folder)
 from core.cache import Cache  # noqa: E402
 from core.data import build, get_spec  # noqa: E402
 from core.data.corruptions import DomainMark, Superclasses  # noqa: E402
-from core.evaluation import Settings, best_method, evaluate  # noqa: E402
+from core.evaluation import EvaluationResult, Settings, evaluate  # noqa: E402
 from core.methods import REGISTRY  # noqa: E402
 from core.metrics.published import (  # noqa: E402
     DATTRI_LDS,
@@ -100,17 +100,23 @@ def _model(preset: str, arch: str | None = None, n_train: int | None = None, cac
 
 def _evaluate(preset: str, methods: list[str], tasks: list[str], cache, log, arch=None, n_train=None,
               settings: Settings | None = None, workers: int | None = None) -> dict:
+    """One evaluation as the JSON the report saves, dated."""
     scenario, trained = _model(preset, arch, n_train, cache, log)
     t0 = time.perf_counter()
     r = evaluate(scenario, trained, methods, tasks, settings, cache=cache, workers=workers,
                  progress=lambda f, m: log(f"{preset}: {m} ({f:.0%})"))
-    r.update(seconds=time.perf_counter() - t0, when=time.strftime("%Y-%m-%d"), threads=torch.get_num_threads())
-    return r
+    r.seconds = time.perf_counter() - t0
+    r.extra.update(when=time.strftime("%Y-%m-%d"), threads=torch.get_num_threads())
+    return r.to_json()
 
 
-def _dualview(dataset: str, methods: list[str], cache, log, quick: bool) -> dict:
-    n = 20 if quick else 100
-    return {"dataset": dataset, "runs": [_evaluate(dataset + suffix, methods, [task], cache, log, settings=Settings(n_test=n))
+def _runs(runs: list[dict]) -> list[EvaluationResult]:
+    """Saved runs, typed."""
+    return [EvaluationResult.from_json(r) for r in runs]
+
+
+def _dualview(dataset: str, methods: list[str], cache, log, settings: Settings) -> dict:
+    return {"dataset": dataset, "runs": [_evaluate(dataset + suffix, methods, [task], cache, log, settings=settings)
                                          for suffix, task, _ in DUALVIEW_TASKS]}
 
 
@@ -118,18 +124,20 @@ DUALVIEW_C = (1e-4, 1e-3, 1e-2, 1e-1)  # the paper sweeps C on a log scale; attr
 
 
 def section_dualview_mnist(cache, log, quick: bool) -> dict:
-    data = _dualview("mnist", ["random", "graddot", "representer"] if quick else per_test_methods(), cache, log, quick)
+    settings = Settings(n_test=20 if quick else 100)
+    data = _dualview("mnist", ["random", "graddot", "representer"] if quick else per_test_methods(), cache, log,
+                     settings)
     if not quick:  # DualView over its one parameter, on the same four scenarios
-        n = data["runs"][0]["settings"]["n_test"]
         data["c_sweep"] = [{"C": c, "runs": [_evaluate("mnist" + suffix, {"dualview": {"C": c}}, [task], cache, log,
-                                                       settings=Settings(n_test=n)) for suffix, task, _ in DUALVIEW_TASKS]}
+                                                       settings=settings) for suffix, task, _ in DUALVIEW_TASKS]}
                            for c in DUALVIEW_C]
     return data
 
 
 def section_dualview_cifar10(cache, log, quick: bool) -> dict:
     methods = [m for m in per_test_methods() if m not in CIFAR_DUALVIEW_LEFT_OUT]
-    return _dualview("cifar10", ["random", "representer"] if quick else methods, cache, log, quick)
+    return _dualview("cifar10", ["random", "representer"] if quick else methods, cache, log,
+                     Settings(n_test=20 if quick else 100))
 
 
 def _left_out(methods: list[str]) -> str:
@@ -174,38 +182,34 @@ def _f(v, spec: str = ".3f") -> str:
     return "–" if v is None else format(v, spec)
 
 
-def _value(run: dict, method: str, task: str, key: str):
-    r = run["results"].get(method, {}).get(task, {})
-    return r["values"][key] if r.get("status") == "ok" else None
-
-
-def _cell(run: dict, method: str, task: str, key: str, spec: str = ".3f") -> str:
-    r = run["results"].get(method, {}).get(task)
+def _cell(run: EvaluationResult, method: str, task: str, key: str, spec: str = ".3f") -> str:
+    r = run.entry(method, task)
     if r is None:
         return "not run"
-    return _f(r["values"][key], spec) if r["status"] == "ok" else r["status"]
+    return _f(r.values[key], spec) if r.ok else r.status
 
 
-def _header(run: dict) -> str:
-    m = run["model"]
-    extra = f", attack success {m['attack_success']:.1%}" if m.get("attack_success") is not None else ""
-    fresh = sum(v.get("fit_status") == "computed" for v in run["methods"].values())
-    return (f"`{run['scenario']}` seed {run['seed']}, {m['arch']}, test accuracy {m['test_acc']:.1%}{extra}; "
-            f"evaluated in {run.get('seconds', 0):.0f} s, {fresh} of {len(run['methods'])} precomputes computed in "
+def _header(run: EvaluationResult) -> str:
+    m = run.model
+    extra = f", attack success {m.attack_success:.1%}" if m.attack_success is not None else ""
+    fresh = sum(v.fit_status == "computed" for v in run.methods.values())
+    return (f"`{run.scenario}` seed {run.seed}, {m.arch}, test accuracy {m.test_acc:.1%}{extra}; "
+            f"evaluated in {run.seconds or 0:.0f} s, {fresh} of {len(run.methods)} precomputes computed in "
             "this run (the others read from the cache; their fit s is the time they took when computed)"
-            + (f"; measured {run['when']} on {run['threads']} torch thread(s)" if "when" in run else ""))
+            + (f"; measured {run.extra['when']} on {run.extra['threads']} torch thread(s)" if "when" in run.extra
+               else ""))
 
 
-def _best(run: dict, task: str, key: str) -> tuple[str | None, float | None]:
-    m = best_method(run, task, (key,))
-    return (m, _value(run, m, task, key)) if m else (None, None)
+def _best(run: EvaluationResult, task: str, key: str) -> tuple[str | None, float | None]:
+    m = run.best(task, (key,))
+    return (m, run.value(m, task, key)) if m else (None, None)
 
 
 def render_dualview(data: dict) -> list[str]:
     dataset = data.get("dataset", "mnist")  # sections saved before the CIFAR table named no dataset
     paper = DUALVIEW_PAPER[dataset]
-    runs = {r["scenario"]: r for r in data["runs"]}
-    methods = list(dict.fromkeys(m for r in data["runs"] for m in r["results"]))
+    runs = {r.scenario: r for r in _runs(data["runs"])}
+    methods = list(dict.fromkeys(m for r in runs.values() for m in r.results))
     lines = ["| method | identical class | paper | identical subclass | paper | label poisoning | paper | "
              "domain mismatch | paper |", "|---|---|---|---|---|---|---|---|---|"]
     for m in methods:
@@ -217,8 +221,8 @@ def render_dualview(data: dict) -> list[str]:
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
     rows = ("SIM-rp = gradcos (projected by default; the paper's CIFAR-10 table has no SIM row)" if dataset == "cifar10"
             else "SIM = gradcos")
-    lines += ["", "Settings: " + "; ".join(_header(r) for r in data["runs"]) +
-              f"; {data['runs'][0]['settings']['n_test']} seeded test points explained for their predicted class. "
+    lines += ["", "Settings: " + "; ".join(_header(r) for r in runs.values()) +
+              f"; {next(iter(runs.values())).settings.n_test} seeded test points explained for their predicted class. "
               f"The paper's rows: DV = dualview, IF = influence, RPS = representer, {rows}."]
     left_out = [m for m in per_test_methods() if m not in methods]
     if dataset == "cifar10" and left_out:
@@ -228,16 +232,16 @@ def render_dualview(data: dict) -> list[str]:
                   "| C | identical class | identical subclass | label poisoning | domain mismatch | support vectors "
                   f"({dataset}-mark) |", "|---|---|---|---|---|---|"]
         for row in data["c_sweep"]:
-            by = {r["scenario"]: r for r in row["runs"]}
+            by = {r.scenario: r for r in _runs(row["runs"])}
             cells = [_cell(by[dataset + suffix], "dualview", task, key) if dataset + suffix in by else "not run"
                      for suffix, task, key in DUALVIEW_TASKS]
             mark = by.get(dataset + "-mark")
-            sv = mark["methods"]["dualview"].get("info", {}).get("support_vectors") if mark else None
+            sv = (mark.methods["dualview"].info or {}).get("support_vectors") if mark else None
             lines.append(f"| {row['C']:g} | " + " | ".join(cells) + f" | {sv if sv is not None else '–'} |")
     if dataset == "mnist":
         parts = []
         for j, (suffix, task, key) in enumerate(DUALVIEW_TASKS):
-            ours = _value(runs[dataset + suffix], "dualview", task, key) if dataset + suffix in runs else None
+            ours = runs[dataset + suffix].value("dualview", task, key) if dataset + suffix in runs else None
             if ours is not None:
                 gap = ours - paper["dualview"][j]
                 parts.append(f"{task} {ours:.3f} vs {paper['dualview'][j]:.3f} "
@@ -246,8 +250,8 @@ def render_dualview(data: dict) -> list[str]:
             lines.append("Target (our DualView at or above the paper's DualView row on MNIST), at the default C: "
                          + "; ".join(parts) + ".")
         for row in data.get("c_sweep", []):
-            by = {r["scenario"]: r for r in row["runs"]}
-            gaps = [_value(by[dataset + suffix], "dualview", task, key) - paper["dualview"][j]
+            by = {r.scenario: r for r in _runs(row["runs"])}
+            gaps = [by[dataset + suffix].value("dualview", task, key) - paper["dualview"][j]
                     for j, (suffix, task, key) in enumerate(DUALVIEW_TASKS) if dataset + suffix in by]
             missed = [f"{DUALVIEW_TASKS[j][1]} by {-g:.3f}" for j, g in enumerate(gaps) if g < 0]
             lines.append(f"At C = {row['C']:g}: {len(gaps) - len(missed)} of {len(gaps)} met"
@@ -255,12 +259,12 @@ def render_dualview(data: dict) -> list[str]:
     return lines
 
 
-def _ranked_table(run: dict, task: str, cols: list[tuple[str, str, str]], paper: dict | None = None,
+def _ranked_table(run: EvaluationResult, task: str, cols: list[tuple[str, str, str]], paper: dict | None = None,
                   paper_name: str = "paper") -> list[str]:
     head = "| method | " + " | ".join(c[1] for c in cols) + (f" | {paper_name} |" if paper else " |") + " fit s |"
     lines = [head, "|" + "---|" * (len(cols) + 2 + bool(paper))]
-    for m in run["results"]:
-        fit = run["methods"][m].get("fit_seconds")
+    for m in run.results:
+        fit = run.methods[m].fit_seconds
         cells = [_cell(run, m, task, key, spec) for key, _, spec in cols]
         if paper:
             cells.append(_f(paper.get(m)) if m in paper else "")
@@ -269,12 +273,12 @@ def _ranked_table(run: dict, task: str, cols: list[tuple[str, str, str]], paper:
 
 
 def render_iif_mislabel(data: dict) -> list[str]:
-    run = data["runs"][0]
+    run = _runs(data["runs"])[0]
     lines = _ranked_table(run, "mislabel", [("auroc", "AUROC", ".3f"), ("auprc", "AUPRC", ".3f"),
                                             ("precision_at_k", "precision@flips", ".3f")], IIF_MISLABEL, "paper AUROC")
     lines += ["", f"Settings: {_header(run)}; 1,000 training points, 10% flipped; ranked by self-influence."]
     best, val = _best(run, "mislabel", "auroc")
-    cl = _value(run, "cleanlab", "mislabel", "auroc")
+    cl = run.value("cleanlab", "mislabel", "auroc")
     if best and cl is not None:
         lines.append(f"Target (best method's AUROC at least cleanlab's): {best} {val:.3f} vs cleanlab {cl:.3f} "
                      f"({'met' if val >= cl else f'missed by {cl - val:.3f}'}).")
@@ -282,18 +286,18 @@ def render_iif_mislabel(data: dict) -> list[str]:
 
 
 def render_lds(data: dict) -> list[str]:
-    run = data["runs"][0]
-    s = run["settings"]
+    run = _runs(data["runs"])[0]
+    s = run.settings
     lines = ["| method | LDS | IIF paper | dattri (read off charts) | fit s |", "|---|---|---|---|---|"]
-    for m in run["results"]:
-        fit = run["methods"][m].get("fit_seconds")
+    for m in run.results:
+        fit = run.methods[m].fit_seconds
         lines.append(f"| {m} | {_cell(run, m, 'lds', 'lds')} | {_f(IIF_LDS.get(m)) if m in IIF_LDS else ''} | "
                      f"{_f(DATTRI_LDS.get(m), '.2f') if m in DATTRI_LDS else ''} | {_f(fit, '.1f')} |")
-    lines += ["", f"Settings: {_header(run)}; {s['lds_subsets']} subsets of {s['lds_alpha']:.0%} of the training set, "
-              f"{s['lds_test']} test points, output = the true class's margin (the papers use 100+ subsets; "
+    lines += ["", f"Settings: {_header(run)}; {s.lds_subsets} subsets of {s.lds_alpha:.0%} of the training set, "
+              f"{s.lds_test} test points, output = the true class's margin (the papers use 100+ subsets; "
               "fewer subsets add noise to each test point's Spearman)."]
     best, val = _best(run, "lds", "lds")
-    iif, inf, tr = (_value(run, m, "lds", "lds") for m in ("integrated-influence", "influence", "tracin"))
+    iif, inf, tr = (run.value(m, "lds", "lds") for m in ("integrated-influence", "influence", "tracin"))
     if best:
         lines.append(f"Target (best LDS at least 0.45, dattri's TRAK-50): {best} {val:.3f} "
                      f"({'met' if val >= 0.45 else f'missed by {0.45 - val:.3f}'}).")
@@ -305,14 +309,14 @@ def render_lds(data: dict) -> list[str]:
 
 def render_mislabel(data: dict) -> list[str]:
     lines = []
-    for run in data["runs"]:
-        lines += [f"**{run['scenario']}**", ""]
+    for run in _runs(data["runs"]):
+        lines += [f"**{run.scenario}**", ""]
         lines += _ranked_table(run, "mislabel", [("auroc", "AUROC", ".3f"), ("auprc", "AUPRC", ".3f"),
                                                  ("precision_at_k", "precision@flips", ".3f"),
                                                  ("found_at_10pct", "found in top 10%", ".1%")])
         lines += ["", f"Settings: {_header(run)}.", ""]
         best, val = _best(run, "mislabel", "auroc")
-        cl = _value(run, "cleanlab", "mislabel", "auroc")
+        cl = run.value("cleanlab", "mislabel", "auroc")
         if best and cl is not None:
             lines += [f"Target (best AUROC at least cleanlab's): {best} {val:.3f} vs {cl:.3f} "
                       f"({'met' if val >= cl else f'missed by {cl - val:.3f}'}).", ""]
@@ -321,13 +325,12 @@ def render_mislabel(data: dict) -> list[str]:
 
 def render_backdoor(data: dict) -> list[str]:
     lines = []
-    for run in data["runs"]:
-        base = next((r["backdoor"]["values"]["base_rate"] for r in run["results"].values()
-                     if r.get("backdoor", {}).get("status") == "ok"), None)
-        lines += [f"**{run['scenario']}** (base rate {_f(base, '.1%')})", ""]
+    for run in _runs(data["runs"]):
+        base = next((r.values["base_rate"] for r in run.ok("backdoor").values()), None)
+        lines += [f"**{run.scenario}** (base rate {_f(base, '.1%')})", ""]
         lines += _ranked_table(run, "backdoor", [("top_k_share", "top-10 share", ".0%"), ("lift", "lift", ".1f"),
                                                  ("auroc", "AUROC", ".3f"), ("auroc_in_class", "AUROC in class", ".3f")])
-        lines += ["", f"Settings: {_header(run)}; {run['settings']['n_triggered']} triggered test samples the model "
+        lines += ["", f"Settings: {_header(run)}; {run.settings.n_triggered} triggered test samples the model "
                   "sends to the target class.", ""]
         best, val = _best(run, "backdoor", "top_k_share")
         if best:
@@ -378,7 +381,7 @@ def not_covered() -> list[str]:
                          f"(`python benchmarks/report.py --sections {name} --presets {','.join(missing)}`).")
     path = OUT / "dualview-cifar10.json"
     if path.exists():
-        have = {m for r in json.loads(path.read_text())["runs"] for m in r["results"]}
+        have = {m for r in _runs(json.loads(path.read_text())["runs"]) for m in r.results}
         missing = [m for m in per_test_methods() if m not in have]
         if missing:
             items.append(f"- DualView Table 2 on CIFAR-10: {_left_out(missing)}.")

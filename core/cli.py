@@ -432,7 +432,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from core.evaluation import Settings, check_tasks, evaluate, table
 
     specs = _evaluate_methods(args.methods, args.param)
-    tasks = check_tasks([t.strip() for t in args.metrics.split(",") if t.strip()]) if args.metrics else None
+    tasks = check_tasks([t.strip() for t in args.tasks.split(",") if t.strip()]) if args.tasks else None
     settings = Settings(n_test=args.points, k=args.top_k, n_triggered=args.triggered, lds_test=args.lds_points,
                         lds_subsets=args.lds_subsets, lds_alpha=args.lds_alpha, seed=args.eval_seed)
     if args.workers is not None and args.workers < 1:
@@ -445,8 +445,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                           progress=progress)
     finally:
         bar.close()
-    result["seconds"] = time.perf_counter() - t0
-    print(json.dumps(result, indent=1) if args.json else table(result))
+    result.seconds = time.perf_counter() - t0
+    print(json.dumps(result.to_json(), indent=1) if args.json else table(result))
     return 0
 
 
@@ -521,14 +521,14 @@ def make_parser() -> argparse.ArgumentParser:
                    "token highlights as HTML for text) of every listed pair to OUTDIR")
     p.set_defaults(func=cmd_explain)
 
+    from core.evaluation import tasks_help  # the task registry: the one list of tasks
+
     p = sub.add_parser("evaluate", help="score methods against the scenario's planted ground truth (cached)")
     model_args(p)
     p.add_argument("--methods", required=True, help="comma-separated method names, or all")
     p.add_argument("--param", "-p", action="append", metavar="METHOD.NAME=VALUE",
                    help="a method parameter (repeatable), e.g. tracin-rp.dim=2048")
-    p.add_argument("--metrics", help="comma-separated metric groups: mislabel, backdoor, identical-class, "
-                   "identical-subclass, label-poisoning, domain-mismatch, lds (default: every one that applies "
-                   "to the scenario, except lds)")
+    p.add_argument("--tasks", "--metrics", dest="tasks", help=tasks_help())  # --metrics: its former name
     p.add_argument("--points", type=int, default=100, help="clean test points of the DualView metrics (default 100)")
     p.add_argument("--triggered", type=int, default=20, help="triggered test samples of the backdoor metrics (default 20)")
     p.add_argument("--top-k", type=int, default=10, help="k of the backdoor top-k share (default 10)")

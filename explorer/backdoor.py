@@ -16,7 +16,7 @@ import streamlit as st
 
 from core.data import PRESETS
 from core.errors import AttrexError
-from core.evaluation import Settings, best_method
+from core.evaluation import Settings, TaskResult
 from core.features.render import outline, overlay
 from core.methods import REGISTRY
 from core.metrics.backdoor import trigger_direction, trigger_mass_ratio
@@ -63,32 +63,32 @@ def render() -> None:
     result = evaluation_panel(selection, trained, methods, ("backdoor",), "backdoor detection", SETTINGS)
     if result is None:
         return
-    ok = {m: r["backdoor"] for m, r in result["results"].items() if r["backdoor"]["status"] == "ok"}
+    ok = result.ok("backdoor")
     if not ok:
-        errors = {m: r["backdoor"].get("error") or r["backdoor"].get("reason") for m, r in result["results"].items()}
+        errors = {m: r["backdoor"].reason for m, r in result.results.items()}
         st.error("No method could be measured here: " + "; ".join(f"{m}: {inert(e)}" for m, e in errors.items()))
         return
-    best = best_method(result, "backdoor", ("top_k_share", "auroc_in_class")) or next(iter(ok))
+    best = result.best("backdoor", ("top_k_share", "auroc_in_class")) or next(iter(ok))
     _quality(ok, best)
     chosen = st.selectbox("Method", list(ok), index=list(ok).index(best), key=session.BACKDOOR_METHOD,
                           format_func=lambda m: REGISTRY[m].title + (" (measures best here)" if m == best else ""))
     st.caption(f"Defaults to **{REGISTRY[best].title}**: the highest share of poisoned points among the top-10 "
-               f"proponents of the triggered samples on this model ({ok[best]['values']['top_k_share']:.0%}).")
+               f"proponents of the triggered samples on this model ({ok[best].values['top_k_share']:.0%}).")
     ranking = state.evaluation_ranking(selection, trained, chosen, "backdoor", SETTINGS)
     _ranking(sc, trained, selection, chosen, ok[chosen], ranking)
 
 
-def _quality(ok: dict, best: str) -> None:
+def _quality(ok: dict[str, TaskResult], best: str) -> None:
     st.subheader("Which method finds the poison")
-    rows = [{"method": REGISTRY[m].title + (" ★" if m == best else ""), "top-10 share": r["values"]["top_k_share"],
-             "lift": r["values"]["lift"], "AUROC": r["values"]["auroc"], "AUROC in target class": r["values"]["auroc_in_class"]}
+    rows = [{"method": REGISTRY[m].title + (" ★" if m == best else ""), "top-10 share": r.values["top_k_share"],
+             "lift": r.values["lift"], "AUROC": r.values["auroc"], "AUROC in target class": r.values["auroc_in_class"]}
             for m, r in ok.items()]
     st.dataframe(rows, hide_index=True, width="stretch",
                  column_config={"top-10 share": st.column_config.NumberColumn(format="percent"),
                                 "lift": st.column_config.NumberColumn(format="%.1f×"),
                                 "AUROC": st.column_config.NumberColumn(format="%.3f"),
                                 "AUROC in target class": st.column_config.NumberColumn(format="%.3f")})
-    first = next(iter(ok.values()))["values"]
+    first = next(iter(ok.values())).values
     st.caption(f"Over {first['triggered_test']} triggered test samples the model sends to the target class. Top-10 "
                f"share: poisoned points among each sample's 10 strongest proponents (random: the base rate "
                f"{first['base_rate']:.1%}). AUROC: ranking the training set by the mean score over those samples; "
@@ -96,7 +96,7 @@ def _quality(ok: dict, best: str) -> None:
                "the target label, so over all points the label alone scores high).")
 
 
-def _ranking(sc, trained, selection, method: str, r: dict, ranking: np.ndarray | None) -> None:
+def _ranking(sc, trained, selection, method: str, r: TaskResult, ranking: np.ndarray | None) -> None:
     names = sc.class_names
     poisoned = set(sc.truth.poisoned_ids.tolist())
     st.subheader("The training set ranked by suspicion")
@@ -107,9 +107,9 @@ def _ranking(sc, trained, selection, method: str, r: dict, ranking: np.ndarray |
     with left:
         fig = go.Figure()
         fig.add_scatter(x=[0, 1], y=[0, 1], name="random", mode="lines", line=dict(dash="dot", color="#94a3b8"))
-        fig.add_scatter(x=r["curve"][0], y=r["curve"][1], name=REGISTRY[method].title, mode="lines")
+        fig.add_scatter(x=r.curve[0], y=r.curve[1], name=REGISTRY[method].title, mode="lines")
         fig.update_layout(height=280, margin=dict(l=10, r=10, t=30, b=10),
-                          title=f"poisoned points found · AUROC {r['values']['auroc']:.3f}",
+                          title=f"poisoned points found · AUROC {r.values['auroc']:.3f}",
                           xaxis_title="share of the training set checked", yaxis_title="share of the poison found",
                           xaxis_tickformat=".0%", yaxis_tickformat=".0%", showlegend=False)
         st.plotly_chart(fig, width="stretch", config={"displayModeBar": False})

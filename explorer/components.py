@@ -10,6 +10,7 @@ import streamlit as st
 from core.data import Scenario
 from core.data.scenario import CUSTOM
 from core.errors import AttrexError
+from core.evaluation import EvaluationResult
 from core.jobs import Job
 from core.models import TrainedModel
 from explorer import access, session, state
@@ -134,7 +135,7 @@ def scenario_header(sc: Scenario, page: str) -> None:
 
 
 def evaluation_panel(selection: state.Selection, trained: TrainedModel, methods: tuple[str, ...],
-                     tasks: tuple[str, ...], what: str, settings=None, start: bool = True) -> dict | None:
+                     tasks: tuple[str, ...], what: str, settings=None, start: bool = True) -> EvaluationResult | None:
     """The evaluation of ``methods`` on ``tasks``: read from the cache, or computed in the background
     with progress (``None`` meanwhile). The finished result is kept in the session, so a failure
     in it is shown rather than recomputed on every rerun. ``start=False``: only what is cached."""

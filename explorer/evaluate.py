@@ -1,8 +1,9 @@
-"""The Evaluate page: choose methods and metrics, run them (or load what is cached), compare with the papers.
+"""The Evaluate page: choose methods and tasks, run them (or load what is cached), compare with the papers.
 
 Runs :func:`core.evaluation.evaluate` in the background with progress; every result is cached
 on disk, so a second visit reads it at once. The table puts each method's headline figure per
-metric beside the paper's number where the setting matches, and a bar chart per metric.
+task (the task registry's :attr:`~core.evaluation.Task.headline`) beside the paper's number
+where the setting matches, and a bar chart per task.
 """
 
 from __future__ import annotations
@@ -10,15 +11,12 @@ from __future__ import annotations
 import plotly.graph_objects as go
 import streamlit as st
 
-from core.evaluation import TASKS, tasks_for
+from core.evaluation import TASKS, EvaluationResult, tasks_for
 from core.methods import REGISTRY
 from core.metrics.published import paper_value
 from explorer import session
 from explorer.components import evaluation_panel, scenario_and_model
 
-HEADLINE = {"mislabel": "auroc", "backdoor": "top_k_share", "identical-class": "identical_class",
-            "identical-subclass": "identical_subclass", "label-poisoning": "label_poisoning",
-            "domain-mismatch": "domain_mismatch", "lds": "lds"}
 DEFAULT_METHODS = ("representer", "tracin-rp", "gas-rp", "dualview", "loss", "random")
 
 
@@ -30,15 +28,15 @@ def render() -> None:
         c1, c2 = st.columns([3, 2])
         methods = c1.multiselect("Methods", offered, default=[m for m in DEFAULT_METHODS if m in offered],
                                  key=session.EVAL_METHODS, format_func=lambda m: REGISTRY[m].title)
-        tasks = c2.multiselect("Metrics", applicable, default=tasks_for(sc), key=session.EVAL_TASKS,
+        tasks = c2.multiselect("Tasks", applicable, default=tasks_for(sc), key=session.EVAL_TASKS,
                                format_func=lambda t: TASKS[t].title,
-                               help="Only the metrics this scenario has ground truth for. LDS trains 20 models on "
+                               help="Only the tasks this scenario has ground truth for. LDS trains 20 models on "
                                     "half the data (minutes per model on CNNs), so it is off by default.")
         clicked = st.form_submit_button("Evaluate", type="primary")
     if not methods or not tasks:
-        st.info("Pick at least one method and one metric.")
+        st.info("Pick at least one method and one task.")
         return
-    st.caption("Each method's precompute and each metric are cached on disk: what was measured once loads at once. "
+    st.caption("Each method's precompute and each task are cached on disk: what was measured once loads at once. "
                + " · ".join(f"**{TASKS[t].title}**: {TASKS[t].description}" for t in tasks))
     asked = st.session_state.setdefault(session.EVAL_RUN, set())
     if clicked:
@@ -54,39 +52,33 @@ def render() -> None:
             _bars(result, sc.spec.dataset, task)
 
 
-def _table(result: dict, dataset: str, tasks: list[str]) -> None:
+def _table(result: EvaluationResult, dataset: str, tasks: list[str]) -> None:
     rows = []
-    for m, row in result["results"].items():
+    for m in result.results:
         r = {"method": REGISTRY[m].title}
         for t in tasks:
-            cell = row.get(t, {})
-            r[TASKS[t].title] = cell["values"][HEADLINE[t]] if cell.get("status") == "ok" else None
+            r[TASKS[t].title] = result.headline(m, t)
             paper = paper_value(dataset, t, m)
             r[f"{TASKS[t].title} (paper)"] = paper[0] if paper else None
-        fit = result["methods"][m].get("fit_seconds")
-        r["precompute s"] = fit
+        r["precompute s"] = result.methods[m].fit_seconds
         rows.append(r)
     empty = [k for k in rows[0] if k != "method" and all(r[k] is None for r in rows)]  # no paper number, say
     rows = [{k: v for k, v in r.items() if k not in empty} for r in rows]
     st.dataframe(rows, hide_index=True, width="stretch",
                  column_config={k: st.column_config.NumberColumn(k, format="%.3f") for k in rows[0] if k != "method"})
-    notes = [f"{m} / {TASKS[t].title}: {c['status']} — {c.get('reason') or c.get('error')}"
-             for m, row in result["results"].items() for t, c in row.items() if c.get("status") != "ok"]
+    notes = [f"{m} / {TASKS[t].title}: {c.status} — {c.reason}" for m, t, c in result.problems()]
     if notes:
         with st.expander(f"{len(notes)} pair(s) without a value"):
             st.text("\n".join(notes))
-    st.caption("Headline figures: mislabel AUROC, backdoor top-10 share, the DualView scores, LDS. The paper columns "
+    st.caption("Headline figures: " + ", ".join(TASKS[t].label for t in tasks) + ". The paper columns "
                "are the closest published setting (sources on the bar charts); sizes here are scaled to this machine.")
 
 
-def _bars(result: dict, dataset: str, task: str) -> None:
+def _bars(result: EvaluationResult, dataset: str, task: str) -> None:
     names, ours, papers, source = [], [], [], ""
-    for m, row in result["results"].items():
-        cell = row.get(task, {})
-        if cell.get("status") != "ok":
-            continue
+    for m in result.ok(task):
         names.append(m)
-        ours.append(cell["values"][HEADLINE[task]])
+        ours.append(result.headline(m, task))
         paper = paper_value(dataset, task, m)
         papers.append(paper[0] if paper else None)
         source = paper[1] if paper else source

@@ -14,6 +14,7 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
+from core.evaluation import EvaluationResult
 from core.export import csv_text, file_stem
 from core.methods import REGISTRY
 from explorer import session, state
@@ -74,16 +75,16 @@ def _what(sc) -> str:
     return "known-bad points" if sc.truth.flips_known else "planted flips"
 
 
-def _quality(result: dict, n_flipped: int, n: int, what: str, known: bool) -> None:
+def _quality(result: EvaluationResult, n_flipped: int, n: int, what: str, known: bool) -> None:
     """The metrics table and the detection curves of the evaluated methods."""
     rows, curves = [], {}
-    for name, row in result["results"].items():
+    for name, row in result.results.items():
         r = row["mislabel"]
-        if r["status"] != "ok":
+        if not r.ok:
             rows.append({"method": REGISTRY[name].title, "AUROC": None, "AUPRC": None, f"precision@{n_flipped}": None,
-                         "found in top 10%": None, "note": r.get("reason") or r.get("error")})
+                         "found in top 10%": None, "note": r.reason})
             continue
-        v = r["values"]
+        v = r.values
         rows.append({"method": REGISTRY[name].title, "AUROC": v["auroc"], "AUPRC": v["auprc"],
                      f"precision@{n_flipped}": v["precision_at_k"], "found in top 10%": 100 * v["found_at_10pct"],
                      "note": ""})
@@ -105,7 +106,7 @@ def _quality(result: dict, n_flipped: int, n: int, what: str, known: bool) -> No
         fig.add_scatter(x=[0, n_flipped / n, 1], y=[0, 1, 1], name="perfect", mode="lines",
                         line=dict(dash="dash", color="#cbd5e1"))
         for name, r in curves.items():
-            fig.add_scatter(x=r["curve"][0], y=r["curve"][1], name=REGISTRY[name].title, mode="lines")
+            fig.add_scatter(x=r.curve[0], y=r.curve[1], name=REGISTRY[name].title, mode="lines")
         fig.update_layout(height=300, margin=dict(l=10, r=10, t=30, b=10), title="detection curve",
                           xaxis_title="share of the training set checked", yaxis_title=f"share of {what} found",
                           xaxis_tickformat=".0%", yaxis_tickformat=".0%", legend=dict(font=dict(size=10)))

@@ -21,7 +21,7 @@ import streamlit as st
 from core.cache import Cache
 from core.data import Scenario, ScenarioSpec, build, get_spec
 from core.errors import AttrexError
-from core.evaluation import Settings, evaluate, load_tensors
+from core.evaluation import EvaluationResult, Settings, evaluate, load_kept
 from core.features import FLIA, dualview_lrp, flia_many
 from core.jobs import Job, JobRunner, in_process
 from core.methods import Attributor, TrainingData, create, get_method
@@ -293,7 +293,7 @@ def lrp_pair(selection: Selection, split: str, row: int, train_id: int, target: 
 
 
 def evaluation_or_job(selection: Selection, trained: TrainedModel, methods: tuple[str, ...], tasks: tuple[str, ...],
-                      settings: Settings | None = None) -> dict | Job:
+                      settings: Settings | None = None) -> EvaluationResult | Job:
     """The evaluation of ``methods`` on ``tasks`` (:func:`core.evaluation.evaluate`): read at once if the disk
     cache holds every result, else a background :class:`Job` computing what is missing, with progress."""
     sc = scenario_of(selection)
@@ -305,7 +305,7 @@ def evaluation_or_job(selection: Selection, trained: TrainedModel, methods: tupl
 
 
 def cached_evaluation(selection: Selection, trained: TrainedModel, methods: tuple[str, ...], tasks: tuple[str, ...],
-                      settings: Settings) -> dict | None:
+                      settings: Settings) -> EvaluationResult | None:
     """The evaluation if the disk cache holds every result (nothing is computed), else ``None``."""
     sc = scenario_of(selection)
     return evaluate(sc, trained, list(methods), list(tasks), settings, compute=False)
@@ -349,8 +349,8 @@ def evaluation_ranking(selection: Selection, _trained: TrainedModel, method: str
     """The per-training-point ranking an evaluation kept (mean score over triggered samples, self-scores), if cached."""
     sc = scenario_of(selection)
     m = create(method, _trained, TrainingData.of(sc))  # only its cache key is needed: nothing is fitted
-    tensors = load_tensors(sc, _trained, m, task, settings)
-    return None if tensors is None else tensors["ranking"].numpy()
+    kept = load_kept(sc, _trained, m, task, settings)
+    return None if kept is None or kept.ranking is None else kept.ranking.numpy()
 
 
 @st.cache_data(show_spinner=False, max_entries=32)

@@ -1,4 +1,4 @@
-"""The evaluation suite (core/evaluation.py), its subset training (core/models/subsets.py), LDS
+"""The evaluation suite (core/evaluation/), its subset training (core/models/subsets.py), LDS
 (core/metrics/lds.py), the cleanlab baseline (core/methods/confident.py) and ``attrex evaluate``.
 
 Every value the suite reports is recomputed here independently: scikit-learn's
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -22,7 +23,17 @@ from core.cache import Cache
 from core.cli import main
 from core.data import build, get_spec
 from core.errors import AttrexError
-from core.evaluation import TASKS, Settings, evaluate, load_tensors, tasks_for
+from core.evaluation import (
+    TASKS,
+    EvaluationResult,
+    Kept,
+    Settings,
+    Task,
+    evaluate,
+    load_kept,
+    table,
+    tasks_for,
+)
 from core.methods import TrainingData, create
 from core.metrics import lds
 from core.models import default_config, is_cached, predict, predict_proba, train
@@ -128,36 +139,36 @@ def test_evaluate_reports_what_the_metrics_give_on_the_methods_own_scores(noisy,
     cache = Cache(tmp_path)
     settings = Settings(n_test=20, seed=1)
     r = evaluate(scenario, trained, ["representer", "loss", "graddot", "random"], settings=settings, cache=cache)
-    assert list(r["tasks"]) == tasks_for(scenario) == ["mislabel", "identical-class", "label-poisoning"]
+    assert list(r.tasks) == tasks_for(scenario) == ["mislabel", "identical-class", "label-poisoning"]
     flipped = torch.zeros(600, dtype=torch.bool)
     flipped[scenario.truth.flipped_ids] = True
     data = TrainingData.of(scenario)
     for name in ("representer", "loss", "random"):
         s = create(name, trained, data, cache=cache).fit().self_scores()
-        got = r["results"][name]["mislabel"]
-        assert got["status"] == "ok" and got["values"]["auroc"] == pytest.approx(roc_auc_score(flipped, s), abs=1e-9)
+        got = r.results[name]["mislabel"]
+        assert got.status == "ok" and got.values["auroc"] == pytest.approx(roc_auc_score(flipped, s), abs=1e-9)
         top = s.argsort(descending=True)[:len(scenario.truth.flipped_ids)]
-        assert got["values"]["precision_at_k"] == pytest.approx(flipped[top].double().mean().item(), abs=1e-9)
+        assert got.values["precision_at_k"] == pytest.approx(flipped[top].double().mean().item(), abs=1e-9)
     rep = create("representer", trained, data, cache=cache).fit()
-    ids = r["results"]["representer"]  # the DualView tasks: recompute identical class on the same draw
+    ids = r.results["representer"]  # the DualView tasks: recompute identical class on the same draw
     x_ids = torch.randperm(60, generator=torch.Generator().manual_seed(1 * 7919 + 1))[:20].sort().values
     x = scenario.x_test[x_ids]
     pred = predict(trained.model, x).argmax(1)
     top1 = rep.scores(x, pred).argmax(1)
-    assert ids["identical-class"]["values"]["identical_class"] == pytest.approx(
+    assert ids["identical-class"].values["identical_class"] == pytest.approx(
         (scenario.y_train[top1] == pred).double().mean().item())
-    assert r["results"]["loss"]["identical-class"] == {
+    assert r.results["loss"]["identical-class"].to_json() == {
         "status": "n/a", "reason": "loss scores training points only, and identical-class needs per-test-point scores"}
-    assert r["results"]["graddot"]["mislabel"]["status"] == "n/a"
-    assert r["agreement"]["methods"] == ["representer", "graddot", "random"]
-    diag = [r["agreement"]["spearman"][i][i] for i in range(3)]
+    assert r.results["graddot"]["mislabel"].status == "n/a"
+    assert r.agreement.methods == ["representer", "graddot", "random"]
+    diag = [r.agreement.spearman[i][i] for i in range(3)]
     assert diag == pytest.approx([1.0] * 3)
-    curve = load_tensors(scenario, trained, rep, "mislabel", settings, cache)["curve"]
+    curve = load_kept(scenario, trained, rep, "mislabel", settings, cache).curve
     assert curve.shape == (2, 101) and curve[1, 0] == 0 and curve[1, -1] == pytest.approx(1.0)
     # a second run reads every result from the cache
     again = evaluate(scenario, trained, ["representer", "loss"], settings=settings, cache=cache)
-    assert {again["results"][m]["mislabel"]["cache"] for m in ("representer", "loss")} == {"hit"}
-    assert again["results"]["representer"]["mislabel"]["values"] == r["results"]["representer"]["mislabel"]["values"]
+    assert {again.results[m]["mislabel"].cache for m in ("representer", "loss")} == {"hit"}
+    assert again.results["representer"]["mislabel"].values == r.results["representer"]["mislabel"].values
 
 
 def test_evaluate_backdoor_and_tasks_that_do_not_apply(tmp_path):
@@ -165,9 +176,10 @@ def test_evaluate_backdoor_and_tasks_that_do_not_apply(tmp_path):
     cache = Cache(tmp_path)
     r = evaluate(scenario, trained, ["representer"], tasks=["backdoor", "mislabel", "domain-mismatch"],
                  settings=Settings(n_triggered=5), cache=cache)
-    assert r["results"]["representer"]["mislabel"] == {"status": "n/a", "reason": "the scenario has no flipped labels"}
-    assert r["results"]["representer"]["domain-mismatch"]["status"] == "n/a"
-    b = r["results"]["representer"]["backdoor"]["values"]
+    assert r.results["representer"]["mislabel"].to_json() == {"status": "n/a",
+                                                              "reason": "the scenario has no flipped labels"}
+    assert r.results["representer"]["domain-mismatch"].status == "n/a"
+    b = r.results["representer"]["backdoor"].values
     x_trig, target = scenario.test_split("triggered")
     hit = (predict(trained.model, x_trig).argmax(1) == target).nonzero().squeeze(1)[:5]
     s = create("representer", trained, TrainingData.of(scenario), cache=cache).fit().scores(x_trig[hit], target[hit])
@@ -190,13 +202,13 @@ def test_a_failing_method_gets_an_entry_not_a_crash(noisy, tmp_path, monkeypatch
 
     monkeypatch.setattr(REGISTRY["representer"], "_compute", boom)
     r = evaluate(scenario, trained, ["representer", "random"], settings=Settings(n_test=5), cache=Cache(tmp_path))
-    assert r["results"]["representer"]["mislabel"] == {"status": "error",
-                                                       "error": "precompute failed: solver diverged"}
-    assert "RuntimeError" in r["methods"]["representer"]["error"]
-    assert r["results"]["random"]["mislabel"]["status"] == "ok"
+    assert r.results["representer"]["mislabel"].to_json() == {"status": "error",
+                                                              "error": "precompute failed: solver diverged"}
+    assert "RuntimeError" in r.methods["representer"].error
+    assert r.results["random"]["mislabel"].status == "ok"
     with pytest.raises(AttrexError, match="unknown method"):
         evaluate(scenario, trained, ["nope"])
-    with pytest.raises(AttrexError, match="unknown metric group"):
+    with pytest.raises(AttrexError, match="unknown task"):
         evaluate(scenario, trained, ["random"], tasks=["nope"])
     with pytest.raises(AttrexError, match="lds_alpha"):
         Settings(lds_alpha=1.5)
@@ -208,7 +220,7 @@ def test_lds_task_against_subset_models_trained_here(noisy, tmp_path):
     settings = Settings(lds_test=8, lds_subsets=5, lds_alpha=0.5, seed=0)
     r = evaluate(scenario, trained, ["representer", "random"], tasks=["lds"], settings=settings, cache=cache,
                  workers=1)
-    v = r["results"]["representer"]["lds"]["values"]
+    v = r.results["representer"]["lds"].values
     ids = torch.randperm(60, generator=torch.Generator().manual_seed(2))[:8].sort().values
     x, y = scenario.x_test[ids], scenario.y_test[ids]
     masks = random_subsets(600, 5, 0.5, seed=0)
@@ -265,7 +277,7 @@ def test_cli_evaluate_json_and_bad_input(noisy, tmp_path, capsys):
     assert set(doc["tasks"]) == {"mislabel", "identical-class", "label-poisoning"}
     assert main(args + ["--methods", "loss", "--metrics", "mislabel"]) == 0
     assert "mislabel AUROC" in capsys.readouterr().out
-    for bad, message in ((["--methods", "nope"], "unknown method"), (["--methods", "loss", "--metrics", "x"], "metric group"),
+    for bad, message in ((["--methods", "nope"], "unknown method"), (["--methods", "loss", "--metrics", "x"], "unknown task"),
                          (["--methods", "random", "-p", "random.seed=-1"], "seed"),
                          (["--methods", "random", "-p", "loss.seed=1"], "method.name=value"),
                          (["--methods", "random", "--lds-alpha", "0"], "lds_alpha")):
@@ -287,6 +299,99 @@ def test_methods_sharing_a_precompute_keep_their_own_results(noisy, tmp_path):
     for name in ("tracin-rp", "gas-rp"):
         top1 = create(name, trained, data, cache=cache).fit().scores(x, pred).argmax(1)
         expected = (scenario.y_train[top1] == pred).double().mean().item()
-        assert r["results"][name]["identical-class"]["values"]["identical_class"] == pytest.approx(expected)
-    spearman = r["agreement"]["spearman"][0][1]
+        assert r.results[name]["identical-class"].values["identical_class"] == pytest.approx(expected)
+    spearman = r.agreement.spearman[0][1]
     assert spearman < 0.999, "GAS's scores are TracIn's renormalised, not TracIn's"
+
+
+# ----------------------------------------------------------------------------- typed results, the task registry
+
+
+SAVED = sorted((Path(__file__).resolve().parents[1] / "docs" / "report").glob("*.json"))
+
+
+def _saved_runs():
+    """Every evaluation document the report saved (written by the dict-building code before the typed results)."""
+    for path in SAVED:
+        doc = json.loads(path.read_text())
+        yield from ((path.name, r) for r in doc.get("runs", []) + [r for c in doc.get("c_sweep", []) for r in c["runs"]])
+
+
+def test_saved_documents_read_back_to_the_same_json():
+    runs = list(_saved_runs())
+    assert len(runs) > 20  # the report's sections: dualview, mislabel, backdoor, lds, ...
+    for name, doc in runs:
+        result = EvaluationResult.from_json(doc)
+        assert result.to_json() == doc, name
+        assert result.scenario == doc["scenario"] and result.settings == Settings(**doc["settings"])
+        for m, row in doc["results"].items():
+            for t, r in row.items():
+                assert result.entry(m, t).ok == (r["status"] == "ok")
+                if r["status"] == "ok":
+                    assert result.headline(m, t) == r["values"][TASKS[t].headline]
+                else:
+                    assert result.value(m, t, TASKS[t].headline) is None
+                    assert result.entry(m, t).reason == r.get("reason", r.get("error"))
+
+
+def test_fresh_result_json_keeps_the_document_shape(noisy, tmp_path):
+    scenario, trained = noisy
+    r = evaluate(scenario, trained, ["representer", "loss", "random"], settings=Settings(n_test=10),
+                 cache=Cache(tmp_path))
+    doc = r.to_json()
+    assert list(doc) == ["scenario", "seed", "model", "settings", "tasks", "results", "methods", "agreement"]
+    assert list(doc["model"]) == ["arch", "key", "test_acc", "attack_success"]
+    assert doc["settings"] == {"n_test": 10, "k": 10, "n_triggered": 20, "lds_test": 50, "lds_subsets": 20,
+                               "lds_alpha": 0.5, "seed": 0}
+    assert doc["tasks"]["mislabel"] == {"title": "Mislabel detection", "description": TASKS["mislabel"].description,
+                                        "applies": True, "higher_is_better": TASKS["mislabel"].higher_is_better}
+    ok = doc["results"]["representer"]["mislabel"]
+    assert list(ok) == ["status", "values", "seconds", "cache", "tensors", "curve"]
+    assert ok["tensors"] == ["curve", "ranking"] and len(ok["curve"]) == 2 and len(ok["curve"][0]) == 101
+    assert list(doc["results"]["representer"]["identical-class"]) == ["status", "values", "seconds", "cache", "tensors"]
+    assert list(doc["results"]["loss"]["identical-class"]) == ["status", "reason"]
+    assert list(doc["methods"]["loss"]) == ["title", "baseline", "params", "fit_seconds", "fit_status",
+                                            "load_seconds", "info"]
+    assert list(doc["agreement"]) == ["methods", "k", "spearman", "top_k_overlap"]
+    # JSON text in, the same document and the same typed result out
+    again = EvaluationResult.from_json(json.loads(json.dumps(doc)))
+    assert again.to_json() == doc and again == r
+    r.seconds, r.extra["when"] = 1.5, "today"
+    assert list(r.to_json())[-2:] == ["seconds", "when"] and EvaluationResult.from_json(r.to_json()) == r
+    one = evaluate(scenario, trained, ["random"], tasks=["mislabel"], cache=Cache(tmp_path))
+    assert one.agreement is None and one.to_json()["agreement"] == {}
+    assert one.best("mislabel", ("auroc",)) is None  # random is a baseline
+    assert r.best("mislabel", ("auroc",)) == "representer"
+
+
+def _positive_share(ctx, method):
+    """A made-up task: the share of positive scores of the clean draw."""
+    x, pred = ctx.clean
+    s = ctx.scores(method, "clean", x, pred)
+    return {"positive": float((s > 0).double().mean()), "n_test": len(x)}, Kept()
+
+
+def test_a_registered_task_reaches_the_cli_the_table_and_the_evaluate_page(noisy, tmp_path, monkeypatch, capsys):
+    from explorer import evaluate as page
+
+    scenario, trained = noisy
+    monkeypatch.setitem(TASKS, "positive-share", Task(
+        "positive-share", "Positive share", "pos. share", "positive", "how many scores are positive",
+        _positive_share, higher_is_better={"positive": True}))
+    assert "positive-share" in tasks_for(scenario)  # any scenario, by default
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--help"])
+    assert "positive-share" in " ".join(capsys.readouterr().out.split())
+    r = evaluate(scenario, trained, ["representer", "loss"], tasks=["positive-share"], settings=Settings(n_test=10),
+                 cache=Cache(tmp_path))
+    x_ids = torch.randperm(60, generator=torch.Generator().manual_seed(1))[:10].sort().values  # seed 0, salt 1
+    x = scenario.x_test[x_ids]
+    s = create("representer", trained, TrainingData.of(scenario), cache=Cache(tmp_path)).fit().scores(
+        x, predict(trained.model, x).argmax(1))
+    assert r.headline("representer", "positive-share") == pytest.approx((s > 0).double().mean().item())
+    assert r.entry("loss", "positive-share").status == "n/a"
+    text = table(r)
+    assert "pos. share" in text and f"{(s > 0).double().mean().item():.3f}" in text
+    assert EvaluationResult.from_json(r.to_json()).to_json() == r.to_json()
+    page._table(r, scenario.spec.dataset, ["positive-share"])  # the page's table and chart: no KeyError
+    page._bars(r, scenario.spec.dataset, "positive-share")

@@ -101,7 +101,7 @@ def test_backdoor_page_defaults_to_the_method_that_measures_best(small, monkeypa
     assert trained.attack_success > 0.5, "the small model should carry the backdoor"
     at = page("mnist-backdoor", "views/backdoor.py")
     direct = evaluate(sc, trained, ["representer", "graddot", "random"], ["backdoor"], Settings())
-    ok = {m: r["backdoor"]["values"] for m, r in direct["results"].items()}
+    ok = {m: r["backdoor"].values for m, r in direct.results.items()}
     best = max(("representer", "graddot"), key=lambda m: (ok[m]["top_k_share"], ok[m]["auroc_in_class"]))
     assert at.selectbox(key="backdoor-method").value == best
     quality = at.dataframe[0].value
