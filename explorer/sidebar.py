@@ -49,7 +49,7 @@ def _preset() -> Selection:
         st.caption(PRESETS[name].description)
         dataset = PRESETS[name].dataset
         kind = DATASETS[dataset].kind
-        archs = [a for a, (_, k, _) in ARCHITECTURES.items() if k == kind]
+        archs = [a for a, arch in ARCHITECTURES.items() if arch.kind == kind]
         model_keys = (session.SEED, session.arch(dataset), session.epochs(dataset))
         seed = links.seed()
         for key, default in zip(model_keys, (0 if seed is None else seed, default_config(dataset).arch, None),
@@ -59,7 +59,7 @@ def _preset() -> Selection:
             seed = int(st.number_input("Seed", min_value=0, max_value=links.SEED_MAX, step=1, key=session.SEED,
                                        help="Seeds the scenario (which points are corrupted) and the training."))
             arch = st.selectbox("Architecture", archs, key=session.arch(dataset),
-                                format_func=lambda a: f"{a}: {ARCHITECTURES[a][2]}")
+                                format_func=lambda a: f"{a}: {ARCHITECTURES[a].description}")
             epochs = st.number_input("Epochs", min_value=1, max_value=200, step=1, key=session.epochs(dataset),
                                      placeholder="default",
                                      help="Leave empty for the architecture's default (shown below).")
@@ -197,7 +197,7 @@ def _model_fields(model_from: str, listed: access.OperatorList) -> dict:
     out: dict = {}
     if model_from == "upload":
         out["arch"] = st.selectbox("Architecture", list(ARCHITECTURES), key=session.own("arch"),
-                                   format_func=lambda a: f"{a}: {ARCHITECTURES[a][2]}",
+                                   format_func=lambda a: f"{a}: {ARCHITECTURES[a].description}",
                                    help="The network your weights belong to (attrex's own architectures)")
         out["weights_file"] = st.file_uploader("Weights (.safetensors)", type=["safetensors"],
                                                key=session.own("weights-file"),

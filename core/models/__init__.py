@@ -1,6 +1,12 @@
 """Architectures and training with checkpoints."""
 
-from core.models.architectures import ARCHITECTURES, AttrexModel, build_model
+from core.models.architectures import (
+    ARCHITECTURES,
+    Architecture,
+    AttrexModel,
+    build_model,
+    register_architecture,
+)
 from core.models.custom import ModelSource
 from core.models.training import (
     DEFAULT_CONFIGS,
@@ -18,6 +24,6 @@ from core.models.training import (
 )
 
 __all__ = [
-    "ARCHITECTURES", "AttrexModel", "build_model", "ModelSource", "recipe_of", "DEFAULT_CONFIGS", "Checkpoint", "TrainConfig",
+    "ARCHITECTURES", "Architecture", "AttrexModel", "build_model", "register_architecture", "ModelSource", "recipe_of", "DEFAULT_CONFIGS", "Checkpoint", "TrainConfig",
     "TrainedModel", "default_config", "is_cached", "load_cached", "load_state", "predict", "predict_proba", "train",
 ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torchvision
@@ -194,32 +195,57 @@ class TextClassifier(AttrexModel):
         return self.features_from_embeddings(self.embed(ids), ids != 0)
 
 
-# name -> (builder(input_shape, n_classes, vocab_size), data kind, description)
-ARCHITECTURES: dict[str, tuple[Callable[..., AttrexModel], str, str]] = {
-    "cnn": (lambda shape, k, v: SmallCNN(shape[0], k, side=shape[-1], height=shape[-2]), "image",
-            "small CNN: 2 conv blocks + 128-unit hidden layer (any size from 4×4)"),
-    "mlp": (lambda shape, k, v: MLP(int(torch.Size(shape).numel()), k), "image",
-            "MLP 128-64 (the Integrated Influence paper's)"),
-    "logreg": (lambda shape, k, v: LogisticRegression(int(torch.Size(shape).numel()), k), "image",
-               "multinomial logistic regression on the pixels"),
-    "resnet-small": (lambda shape, k, v: SmallResNet(shape[0], k), "image",
-                     "ResNet-9-style network at width 16 (trains on 2 cores in minutes)"),
-    "resnet18": (lambda shape, k, v: ResNet18(shape[0], k), "image",
+@dataclass(frozen=True)
+class Architecture:
+    """A model family attrex can train: ``build(input_shape, n_classes, vocab_size)`` makes a fresh
+    :class:`AttrexModel`; ``kind`` is the data it takes (``image`` or ``text``); ``version`` enters the cache key of
+    every model trained with it (bump it on any change to the architecture, parameter-free layers included: they
+    change the function without changing the weights)."""
+
+    name: str
+    build: Callable[[tuple[int, ...], int, int], AttrexModel]
+    kind: str
+    description: str
+    version: int = 1
+
+
+ARCHITECTURES: dict[str, Architecture] = {}
+
+
+def register_architecture(arch: Architecture) -> Architecture:
+    """Add ``arch`` to :data:`ARCHITECTURES` (the CLI's ``--arch``, the app's model choices and
+    ``attrex:<name>`` weights read it); a second architecture under the same name is refused."""
+    if arch.kind not in ("image", "text"):
+        raise AttrexError(f"architecture {arch.name!r}: kind must be 'image' or 'text'; got {arch.kind!r}")
+    if arch.name in ARCHITECTURES and ARCHITECTURES[arch.name] != arch:
+        raise AttrexError(f"two architectures named {arch.name!r}")
+    ARCHITECTURES[arch.name] = arch
+    return arch
+
+
+for _arch in (
+    Architecture("cnn", lambda shape, k, v: SmallCNN(shape[0], k, side=shape[-1], height=shape[-2]), "image",
+                 "small CNN: 2 conv blocks + 128-unit hidden layer (any size from 4×4)"),
+    Architecture("mlp", lambda shape, k, v: MLP(int(torch.Size(shape).numel()), k), "image",
+                 "MLP 128-64 (the Integrated Influence paper's)"),
+    Architecture("logreg", lambda shape, k, v: LogisticRegression(int(torch.Size(shape).numel()), k), "image",
+                 "multinomial logistic regression on the pixels"),
+    Architecture("resnet-small", lambda shape, k, v: SmallResNet(shape[0], k), "image",
+                 "ResNet-9-style network at width 16 (trains on 2 cores in minutes)", version=2),
+    Architecture("resnet18", lambda shape, k, v: ResNet18(shape[0], k), "image",
                  "torchvision ResNet-18 adapted to 32×32 (slow on a CPU)"),
-    "text": (lambda shape, k, v: TextClassifier(v, k), "text",
-             "token embeddings (64-d), masked mean + max pooling, 64-unit hidden layer"),
-}
-
-
-ARCHITECTURE_VERSIONS = {"cnn": 1, "mlp": 1, "logreg": 1, "resnet-small": 2, "resnet18": 1, "text": 2}
+    Architecture("text", lambda shape, k, v: TextClassifier(v, k), "text",
+                 "token embeddings (64-d), masked mean + max pooling, 64-unit hidden layer", version=2),
+):
+    register_architecture(_arch)
 
 
 def build_model(arch: str, input_shape: tuple[int, ...], n_classes: int, vocab_size: int = 0) -> AttrexModel:
     """A freshly initialised model (initialisation follows the global torch seed)."""
     if arch not in ARCHITECTURES:
         raise AttrexError(f"unknown architecture {arch!r}; accepted: {', '.join(ARCHITECTURES)}")
-    builder, kind, _ = ARCHITECTURES[arch]
+    a = ARCHITECTURES[arch]
     is_text = len(input_shape) == 1
-    if (kind == "text") != is_text:
-        raise AttrexError(f"architecture {arch!r} is for {kind} data; this scenario holds {'text' if is_text else 'images'}")
-    return builder(input_shape, n_classes, vocab_size)
+    if (a.kind == "text") != is_text:
+        raise AttrexError(f"architecture {arch!r} is for {a.kind} data; this scenario holds {'text' if is_text else 'images'}")
+    return a.build(input_shape, n_classes, vocab_size)

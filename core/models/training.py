@@ -29,12 +29,11 @@ from core.cache import Cache, CacheError, make_key
 from core.data.scenario import Scenario
 from core.errors import AttrexError
 from core.models import custom
-from core.models.architectures import ARCHITECTURE_VERSIONS, ARCHITECTURES, AttrexModel, build_model
+from core.models.architectures import ARCHITECTURES, AttrexModel, build_model
 from core.models.custom import ModelSource
 
 # Part of every model's cache key: bump it when training changes what it produces. Each
-# architecture carries its own version in ARCHITECTURE_VERSIONS (bump on any change to it,
-# parameter-free layers included: they change the function without changing the weights).
+# architecture carries its own version (Architecture.version).
 CODE_VERSION = "training-1"
 Progress = Callable[[float, str], None]
 AUGMENTATIONS = {"none": (0, False), "shift": (2, False), "crop-flip": (4, True)}  # padding, flip
@@ -456,5 +455,5 @@ def resolve(scenario: Scenario, config: TrainConfig | ModelSource | None = None)
 def cache_key(scenario: Scenario, cfg: TrainConfig | None = None) -> str:
     """Key of the trained model: the scenario's data fingerprint, the (resolved) config and the code version."""
     cfg = resolve(scenario, cfg)
-    parts = {"scenario": scenario.fingerprint, "config": asdict(cfg), "arch_version": ARCHITECTURE_VERSIONS[cfg.arch]}
+    parts = {"scenario": scenario.fingerprint, "config": asdict(cfg), "arch_version": ARCHITECTURES[cfg.arch].version}
     return make_key(parts, CODE_VERSION)
