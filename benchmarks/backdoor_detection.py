@@ -26,14 +26,15 @@ from core.cache import Cache  # noqa: E402
 from core.data import build, get_spec  # noqa: E402
 from core.evaluation import Context, Settings, best_method, evaluate  # noqa: E402
 from core.features.experiments import flia_on_poisoned, fmt  # noqa: E402
-from core.methods import REGISTRY, create  # noqa: E402
+from core.methods import create, offered  # noqa: E402
+from core.methods.defaults import default_methods  # noqa: E402
 from core.models import train  # noqa: E402
 
-QUICK_METHODS = "tracin-rp,gas-rp,graddot,representer,random"
+QUICK_METHODS = ",".join(default_methods("backdoor-quick"))
 
 
 def all_methods() -> str:
-    return ",".join(sorted((n for n, c in REGISTRY.items() if c.per_test), key=lambda n: (REGISTRY[n].baseline, n)))
+    return ",".join(offered(per_test=True))
 
 
 def render(results: list[dict]) -> str:

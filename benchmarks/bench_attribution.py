@@ -60,7 +60,6 @@ TARGET_SPEEDUP = 10.0
 TARGET_RP_OVERLAP = 8.0
 TARGET_PEAK_GB = 2.0
 TARGET_FLIA_SECONDS = 2.0
-FAST_METHODS = ("tracin-rp", "trak", "dualview", "representer", "graddot")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_FULL_MNIST = REPO_ROOT.parent / "shared" / "data"
 
@@ -452,6 +451,8 @@ def _median(xs: list[float]) -> float:
 
 
 def _targets(records: dict[str, dict], captum: dict, full: dict, opts: BenchOptions, flia: dict | None = None) -> list[dict]:
+    from core.methods.defaults import default_methods
+
     out: list[dict] = []
 
     def add(name: str, ok: bool | None, detail: str) -> None:
@@ -484,7 +485,7 @@ def _targets(records: dict[str, dict], captum: dict, full: dict, opts: BenchOpti
         add(name, ok, f"{ms:.1f} ms median; top-{opts.k} overlap {a['topk_overlap_mean']:.1f} "
             f"(per point {a['topk_overlap']}); Spearman {a['spearman_mean']:.4f}")
 
-    for m in FAST_METHODS:
+    for m in default_methods("bench-fast"):
         rec = records.get(m)
         if rec is None:
             continue  # not registered, or not among --methods

@@ -46,7 +46,7 @@ from core.cache import Cache  # noqa: E402
 from core.data import build, get_spec  # noqa: E402
 from core.data.corruptions import DomainMark, Superclasses  # noqa: E402
 from core.evaluation import Settings, best_method, evaluate  # noqa: E402
-from core.methods import REGISTRY  # noqa: E402
+from core.methods import offered  # noqa: E402
 from core.metrics.published import (  # noqa: E402
     DATTRI_LDS,
     DUALVIEW_CIFAR10,
@@ -75,12 +75,11 @@ CIFAR_DUALVIEW_LEFT_OUT = {"trak": "its precompute took 10.5 to 16.5 minutes per
 
 
 def per_test_methods() -> list[str]:
-    return sorted((n for n, c in REGISTRY.items() if c.per_test and not c.retrains),
-                  key=lambda n: (REGISTRY[n].baseline, n))
+    return offered(per_test=True, retrains=False)
 
 
 def self_methods() -> list[str]:
-    return sorted((n for n, c in REGISTRY.items() if c.self_influence), key=lambda n: (REGISTRY[n].baseline, n))
+    return offered(self_influence=True)
 
 
 def _spec(preset: str, n_train: int | None = None):

@@ -407,11 +407,11 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 def _evaluate_methods(text: str, pairs: list[str] | None) -> dict[str, dict]:
     """``--methods a,b`` (or ``all``) and ``--param method.name=value`` as ``{method: params}``."""
-    from core.methods import REGISTRY, get_method
+    from core.methods import get_method, offered
 
     names = [m.strip() for m in text.split(",") if m.strip()]
     if names == ["all"]:
-        names = sorted(REGISTRY, key=lambda n: (REGISTRY[n].baseline, n))
+        names = offered()
     if not names:
         raise AttrexError("--methods needs at least one method name (or all)")
     specs: dict[str, dict] = {}
