@@ -11,6 +11,7 @@ naming what is wrong and what is accepted.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -428,13 +429,48 @@ def _evaluate_methods(text: str, pairs: list[str] | None) -> dict[str, dict]:
     return specs
 
 
+# ``attrex evaluate``'s option and help per field of :class:`core.evaluation.Settings` (in the order --help lists
+# them); each option's type and default are the field's (:func:`settings_args`).
+SETTINGS_OPTIONS: dict[str, tuple[str, str]] = {
+    "n_test": ("--points", "clean test points of the DualView metrics"),
+    "n_triggered": ("--triggered", "triggered test samples of the backdoor metrics"),
+    "k": ("--top-k", "k of the backdoor top-k share"),
+    "lds_test": ("--lds-points", "test points of LDS"),
+    "lds_subsets": ("--lds-subsets", "subset models of LDS"),
+    "lds_alpha": ("--lds-alpha", "fraction of the training set per LDS subset"),
+    "seed": ("--eval-seed", "seed of the test-point draws and LDS subsets"),
+}
+
+
+def _dest(flag: str) -> str:
+    return flag.lstrip("-").replace("-", "_")
+
+
+def settings_args(p: argparse.ArgumentParser) -> None:
+    """One option per :class:`~core.evaluation.Settings` field, typed and defaulted as the field is."""
+    from core.evaluation import Settings
+
+    fields = {f.name: f for f in dataclasses.fields(Settings)}
+    if set(fields) != set(SETTINGS_OPTIONS):  # a field added to Settings needs its option here
+        raise RuntimeError(f"Settings fields {sorted(fields)} and their options {sorted(SETTINGS_OPTIONS)} differ")
+    for name, (flag, text) in SETTINGS_OPTIONS.items():
+        default = fields[name].default
+        p.add_argument(flag, type=type(default), default=default, help=f"{text} (default {default})")
+
+
+def settings_of(args: argparse.Namespace):
+    """The :class:`~core.evaluation.Settings` that ``attrex evaluate``'s options ask for."""
+    from core.evaluation import Settings
+
+    return Settings(**{name: getattr(args, _dest(flag)) for name, (flag, _) in SETTINGS_OPTIONS.items()})
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from core.evaluation import Settings, check_tasks, evaluate, table
+    from core.evaluation import check_tasks, evaluate, table
 
     specs = _evaluate_methods(args.methods, args.param)
     tasks = check_tasks([t.strip() for t in args.metrics.split(",") if t.strip()]) if args.metrics else None
-    settings = Settings(n_test=args.points, k=args.top_k, n_triggered=args.triggered, lds_test=args.lds_points,
-                        lds_subsets=args.lds_subsets, lds_alpha=args.lds_alpha, seed=args.eval_seed)
+    settings = settings_of(args)
     if args.workers is not None and args.workers < 1:
         raise AttrexError(f"--workers must be a positive integer; got {args.workers}")
     scenario, trained = _load(args)
@@ -529,13 +565,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics", help="comma-separated metric groups: mislabel, backdoor, identical-class, "
                    "identical-subclass, label-poisoning, domain-mismatch, lds (default: every one that applies "
                    "to the scenario, except lds)")
-    p.add_argument("--points", type=int, default=100, help="clean test points of the DualView metrics (default 100)")
-    p.add_argument("--triggered", type=int, default=20, help="triggered test samples of the backdoor metrics (default 20)")
-    p.add_argument("--top-k", type=int, default=10, help="k of the backdoor top-k share (default 10)")
-    p.add_argument("--lds-points", type=int, default=50, help="test points of LDS (default 50)")
-    p.add_argument("--lds-subsets", type=int, default=20, help="subset models of LDS (default 20)")
-    p.add_argument("--lds-alpha", type=float, default=0.5, help="fraction of the training set per LDS subset (default 0.5)")
-    p.add_argument("--eval-seed", type=int, default=0, help="seed of the test-point draws and LDS subsets (default 0)")
+    settings_args(p)
     p.add_argument("--workers", type=int, help="processes training subset models (default: CPUs, at most 4)")
     p.set_defaults(func=cmd_evaluate)
 
