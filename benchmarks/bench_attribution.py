@@ -1,6 +1,6 @@
 """Benchmark of the attribution methods on a scenario's default model, against Captum's TracIn.
 
-``python benchmarks/bench_attribution.py --scenario mnist`` measures, in one process, on the
+``python -m benchmarks.bench_attribution --scenario mnist`` measures, in one process, on the
 scenario's default model and its checkpoints (it needs the test extra, for Captum:
 ``pip install -e ".[test]"``, or the environment ``make test`` sets up):
 
@@ -47,14 +47,12 @@ from typing import Any
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, when run from a checkout
-
-from benchmarks._proc import status_kib  # noqa: E402
-from core.cache import Cache  # noqa: E402
-from core.data import PRESETS, build, get_spec  # noqa: E402
-from core.errors import AttrexError  # noqa: E402
-from core.metrics.agreement import top_k_overlap_rows  # noqa: E402
-from core.stats import rankdata, spearman  # noqa: E402, F401  (rankdata: part of this module's API)
+from benchmarks._proc import status_kib
+from core.cache import Cache
+from core.data import PRESETS, build, get_spec
+from core.errors import AttrexError
+from core.metrics.agreement import top_k_overlap_rows
+from core.stats import rankdata, spearman  # noqa: F401  (rankdata: part of this module's API)
 
 TARGET_QUERY_MS = 50.0
 TARGET_SPEEDUP = 10.0

@@ -1,6 +1,6 @@
 """Command line: ``attrex scenarios | prepare | methods | explain | evaluate``.
 
-The benchmark against Captum is a script of its own, ``python benchmarks/bench_attribution.py``
+The benchmark against Captum is a script of its own, ``python -m benchmarks.bench_attribution``
 (it needs the test extra: ``pip install -e ".[test]"``, or ``make test``'s environment).
 
 Every command takes ``--json`` and then prints exactly one JSON document on stdout;
