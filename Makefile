@@ -101,7 +101,7 @@ clean-cache:
 # numpy >= 2 without declaring it, so it is held below. torch is pip's default build (CUDA; it
 # runs on CPU): the PyPI torchvision wheels don't load with a +cpu torch. Built once (the stamp;
 # `rm -rf .venv-quanda` to rebuild); the `*` .gitignore keeps git out of the venv.
-# tools/quanda_check.py imports core.metrics from this checkout.
+# tools/quanda_check.py (run as python -m tools.quanda_check) imports core.metrics from this checkout.
 QVENV  := .venv-quanda
 QPY    := $(QVENV)/bin/python
 QSTAMP := $(QVENV)/.installed
@@ -115,4 +115,4 @@ $(QSTAMP):
 	@touch $@
 
 crosscheck: $(QSTAMP)
-	OMP_NUM_THREADS=1 $(QPY) tools/quanda_check.py
+	OMP_NUM_THREADS=1 $(QPY) -m tools.quanda_check

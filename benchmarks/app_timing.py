@@ -1,6 +1,6 @@
 """The app as its users time it, in headless Chromium: redraw after picking a sample, and training under open pages.
 
-``python benchmarks/app_timing.py [--pages 5] [--scenario mnist-superclass] [--json]`` (needs the test extra
+``python -m benchmarks.app_timing [--pages 5] [--scenario mnist-superclass] [--json]`` (needs the test extra
 and Debian's Chromium):
 
 1. **Redraw**: on the default scenario with ``tracin-rp`` precomputed, click a sample in the
@@ -34,11 +34,9 @@ import time
 import urllib.request
 from pathlib import Path
 
+from benchmarks._proc import status_kib
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # the repository root, when run from a checkout
-
-from benchmarks._proc import status_kib  # noqa: E402
-
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 

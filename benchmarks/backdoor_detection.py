@@ -1,6 +1,6 @@
 """Backdoor-trigger detection by every registered method on mnist-backdoor, cifar10-backdoor and agnews-backdoor.
 
-``python benchmarks/backdoor_detection.py [--quick] [--json] [--methods ...] [--seed S]``:
+``python -m benchmarks.backdoor_detection [--quick] [--json] [--methods ...] [--seed S]``:
 the evaluation suite's ``backdoor`` task (:mod:`core.evaluation`) for every method that has
 per-test-point scores: for triggered test samples the model sends to the backdoor's class,
 the share of poisoned points among each method's top-10 proponents against their base rate,
@@ -15,25 +15,23 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, when run from a checkout
+import torch
 
-import torch  # noqa: E402
-from _common import common_args, setup  # noqa: E402  (this folder)
+from benchmarks._common import common_args, setup
+from core.cache import Cache
+from core.data import build, get_spec
+from core.evaluation import Context, EvaluationResult, Settings, evaluate
+from core.features.experiments import flia_on_poisoned, fmt
+from core.methods import create, offered
+from core.methods.defaults import default_methods
+from core.models import train
 
-from core.cache import Cache  # noqa: E402
-from core.data import build, get_spec  # noqa: E402
-from core.evaluation import Context, EvaluationResult, Settings, evaluate  # noqa: E402
-from core.features.experiments import flia_on_poisoned, fmt  # noqa: E402
-from core.methods import REGISTRY, create  # noqa: E402
-from core.models import train  # noqa: E402
-
-QUICK_METHODS = "tracin-rp,gas-rp,graddot,representer,random"
+QUICK_METHODS = ",".join(default_methods("backdoor-quick"))
 
 
 def all_methods() -> str:
-    return ",".join(sorted((n for n, c in REGISTRY.items() if c.per_test), key=lambda n: (REGISTRY[n].baseline, n)))
+    return ",".join(offered(per_test=True))
 
 
 def render(results: list[EvaluationResult]) -> str:

@@ -1,6 +1,6 @@
 """Benchmark of the attribution methods on a scenario's default model, against Captum's TracIn.
 
-``python benchmarks/bench_attribution.py --scenario mnist`` measures, in one process, on the
+``python -m benchmarks.bench_attribution --scenario mnist`` measures, in one process, on the
 scenario's default model and its checkpoints (it needs the test extra, for Captum:
 ``pip install -e ".[test]"``, or the environment ``make test`` sets up):
 
@@ -47,20 +47,18 @@ from typing import Any
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, when run from a checkout
-
-from benchmarks._proc import status_kib  # noqa: E402
-from core.cache import Cache  # noqa: E402
-from core.data import PRESETS, build, get_spec  # noqa: E402
-from core.errors import AttrexError  # noqa: E402
-from core.stats import rankdata, spearman  # noqa: E402, F401  (rankdata: part of this module's API)
+from benchmarks._proc import status_kib
+from core.cache import Cache
+from core.data import PRESETS, build, get_spec
+from core.errors import AttrexError
+from core.metrics.agreement import top_k_overlap_rows
+from core.stats import rankdata, spearman  # noqa: F401  (rankdata: part of this module's API)
 
 TARGET_QUERY_MS = 50.0
 TARGET_SPEEDUP = 10.0
 TARGET_RP_OVERLAP = 8.0
 TARGET_PEAK_GB = 2.0
 TARGET_FLIA_SECONDS = 2.0
-FAST_METHODS = ("tracin-rp", "trak", "dualview", "representer", "graddot")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_FULL_MNIST = REPO_ROOT.parent / "shared" / "data"
 
@@ -107,23 +105,26 @@ class BenchOptions:
 # ----------------------------------------------------------------------------- statistics
 
 
-def topk_overlap(a: torch.Tensor, b: torch.Tensor, k: int) -> int:
-    """``|top-k(a) ∩ top-k(b)|`` for two score vectors (the k largest: proponents)."""
-    k = min(k, len(a))
-    return len(set(a.topk(k).indices.tolist()) & set(b.topk(k).indices.tolist()))
-
-
 def agreement(scores: torch.Tensor, reference: torch.Tensor | None, k: int) -> dict | None:
-    """Per-row top-k overlap and Spearman of ``scores`` with ``reference`` (rows: test points), and their means."""
+    """Per-row top-k overlap and Spearman of ``scores`` with ``reference`` (rows: test points), and their means.
+
+    The overlap is :func:`core.metrics.agreement.top_k_overlap_rows`: ties at the boundary of a top k count by
+    their chance, so it is a whole number only where the top k are unambiguous.
+    """
     if reference is None or scores is None:
         return None
     ref = reference[: len(scores)]
-    overlaps = [topk_overlap(s, r, k) for s, r in zip(scores, ref, strict=True)]
+    overlaps = top_k_overlap_rows(scores, ref, min(k, ref.shape[1]))
     rhos = [spearman(s, r) for s, r in zip(scores, ref, strict=True)]
     finite = [r for r in rhos if math.isfinite(r)]
     return {"k": k, "topk_overlap": overlaps, "topk_overlap_mean": sum(overlaps) / len(overlaps),
             "identical_topk": all(o == min(k, ref.shape[1]) for o in overlaps),
             "spearman": rhos, "spearman_mean": sum(finite) / len(finite) if finite else float("nan")}
+
+
+def _counts(overlaps: list[float] | None) -> str:
+    """Per-point overlaps as ``[10, 9, 9.5]`` (whole where they are)."""
+    return "None" if overlaps is None else "[" + ", ".join(f"{o:g}" for o in overlaps) + "]"
 
 
 def timing(seconds: list[float]) -> dict:
@@ -197,7 +198,12 @@ def bench_method(name: str, trained, data, x: torch.Tensor, target: torch.Tensor
             return record, None
     record["query"] = timing(seconds)
     record["query_seconds"] = seconds
-    record["agreement_with_tracin"] = agreement(scores, reference, opts.k) if name != "tracin" else None
+    try:
+        record["agreement_with_tracin"] = agreement(scores, reference, opts.k) if name != "tracin" else None
+    except AttrexError as exc:  # scores that are not finite numbers
+        record["error"], record["stage"] = _error(exc), "agreement"
+        log(f"  {name}: agreement failed, skipped ({record['error']})")
+        return record, None
     record["_scores"] = scores
     log(f"  {name}: fit {record['fit_wall_seconds']:.1f} s, query {record['query']['median_ms']:.1f} ms")
     return record, method if keep else None
@@ -452,6 +458,8 @@ def _median(xs: list[float]) -> float:
 
 
 def _targets(records: dict[str, dict], captum: dict, full: dict, opts: BenchOptions, flia: dict | None = None) -> list[dict]:
+    from core.methods.defaults import default_methods
+
     out: list[dict] = []
 
     def add(name: str, ok: bool | None, detail: str) -> None:
@@ -470,7 +478,7 @@ def _targets(records: dict[str, dict], captum: dict, full: dict, opts: BenchOpti
         agree = cp["agreement_with_tracin"]
         ok = ratio >= TARGET_SPEEDUP and agree["identical_topk"]
         add(name, ok, f"{ratio:.0f}x faster on the same {n} test sample(s); top-{opts.k} overlap "
-            f"{agree['topk_overlap']} (Spearman {agree['spearman_mean']:.6f})")
+            f"{_counts(agree['topk_overlap'])} (Spearman {agree['spearman_mean']:.6f})")
 
     rp = records.get("tracin-rp")
     name = (f"tracin-rp <= {TARGET_QUERY_MS:g} ms per query with >= {TARGET_RP_OVERLAP:g} of exact tracin's "
@@ -482,9 +490,9 @@ def _targets(records: dict[str, dict], captum: dict, full: dict, opts: BenchOpti
         ms = rp["query"]["median_ms"]
         ok = ms <= TARGET_QUERY_MS and a["topk_overlap_mean"] >= TARGET_RP_OVERLAP
         add(name, ok, f"{ms:.1f} ms median; top-{opts.k} overlap {a['topk_overlap_mean']:.1f} "
-            f"(per point {a['topk_overlap']}); Spearman {a['spearman_mean']:.4f}")
+            f"(per point {_counts(a['topk_overlap'])}); Spearman {a['spearman_mean']:.4f}")
 
-    for m in FAST_METHODS:
+    for m in default_methods("bench-fast"):
         rec = records.get(m)
         if rec is None:
             continue  # not registered, or not among --methods
@@ -692,7 +700,7 @@ def format_report(r: dict) -> str:
             a = s.get("agreement_with_tracin") or {}
             lines.append(f"{s['dim']:>6}{_f(s['fit_seconds'], '9.1f'):>9}{_f(s['query']['median_ms'], '10.1f'):>10}"
                          f"{_f(a.get('topk_overlap_mean'), '8.1f'):>8}{_f(a.get('spearman_mean'), '10.4f'):>10}"
-                         f"  {a.get('topk_overlap')}")
+                         f"  {_counts(a.get('topk_overlap'))}")
 
     fl = r.get("flia") or {}
     lines.append("")

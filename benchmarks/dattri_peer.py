@@ -1,6 +1,6 @@
 """dattri's IF, TracIn and TRAK on attrex's own models and splits, beside attrex's methods.
 
-``python benchmarks/dattri_peer.py [--quick] [--json]``, or the report's ``dattri`` section.
+``python -m benchmarks.dattri_peer [--quick] [--json]``, or the report's ``dattri`` section.
 
 Both libraries are given the same trained model, the same checkpoints with their learning
 rates, the same training set and the same test points, and both are scored by the same
@@ -34,20 +34,17 @@ from __future__ import annotations
 
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, when run from a checkout
+import torch
 
-import torch  # noqa: E402
-from _common import section_main  # noqa: E402  (this folder)
-
-from core.cache import Cache  # noqa: E402
-from core.data import build, get_spec  # noqa: E402
-from core.errors import AttrexError  # noqa: E402
-from core.evaluation import Context, Settings  # noqa: E402
-from core.methods import TrainingData, create  # noqa: E402
-from core.metrics import agreement, lds, mislabel  # noqa: E402
-from core.models import default_config, train  # noqa: E402
+from benchmarks._common import section_main
+from core.cache import Cache
+from core.data import build, get_spec
+from core.errors import AttrexError
+from core.evaluation import Context, Settings
+from core.methods import TrainingData, create
+from core.metrics import agreement, lds, mislabel
+from core.models import default_config, train
 
 LDS_SETTINGS = Settings(lds_test=50, lds_subsets=20, lds_alpha=0.5)  # the report's lds-mlp section
 TRACIN_DIM = 512  # dattri's TracIn always projects (its default dimension); it has no exact mode

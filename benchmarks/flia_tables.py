@@ -1,4 +1,4 @@
-"""The FLIA paper's Tables 1–3 on MNIST and CIFAR-10: ``python benchmarks/flia_tables.py [--quick] [--json]``.
+"""The FLIA paper's Tables 1–3 on MNIST and CIFAR-10: ``python -m benchmarks.flia_tables [--quick] [--json]``.
 
 Sample sizes are scaled to a 2-core machine (the paper paired 10 test with 100 training
 images per class, 10,000 same-class pairs, on two A100s): by default 40 test samples x 5
@@ -14,16 +14,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, when run from a checkout
+import torch
 
-import torch  # noqa: E402
-from _common import common_args, setup  # noqa: E402  (this folder)
-
-from core.data import build  # noqa: E402
-from core.features.experiments import PAIR_KINDS, flia_tables, fmt  # noqa: E402
-from core.models import default_config, train  # noqa: E402
+from benchmarks._common import common_args, setup
+from core.data import build
+from core.features.experiments import PAIR_KINDS, flia_tables, fmt
+from core.models import default_config, train
 
 PAPER = {  # CIFAR-10, ResNet-18, same-class pairs (the paper's Tables 1-3)
     "descent": (-0.5097, 0.0004), "ascent": (2.5005, -0.0099), "cdci": 0.6440, "ins": 0.6882, "del": 0.8807,

@@ -1,7 +1,7 @@
 """The Integrated Influence paper's Table 1: LDS of Integrated Influence, the influence function
 and TracIn on synthetic linear regression, at three noise levels, over many trials.
 
-``python benchmarks/iif_linear.py [--quick] [--json]``, or the report's ``iif-linear`` section.
+``python -m benchmarks.iif_linear [--quick] [--json]``, or the report's ``iif-linear`` section.
 
 Each trial draws the paper's data (:func:`core.regression.synthetic`: 100 training points with
 10 standard-normal features, ``y = xᵀw + ε``, ``σ_n`` on training and ``σ_s`` on test targets),
@@ -21,17 +21,14 @@ import math
 import statistics
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, when run from a checkout
+import torch
 
-import torch  # noqa: E402
-from _common import section_main  # noqa: E402  (this folder)
-
-from core import regression  # noqa: E402
-from core.errors import AttrexError  # noqa: E402
-from core.metrics.lds import lds  # noqa: E402
-from core.metrics.published import IIF_LINEAR, IIF_LINEAR_NOISE  # noqa: E402
+from benchmarks._common import section_main
+from core import regression
+from core.errors import AttrexError
+from core.metrics.lds import lds
+from core.metrics.published import IIF_LINEAR, IIF_LINEAR_NOISE
 
 FULL = {"trials": 100, "n_train": 100, "n_test": 100, "dim": 10, "subsets": 5000, "alpha": 0.5,
         "reg": 1.0, "tracin_lr": 0.1, "tracin_epochs": 50}

@@ -1,6 +1,6 @@
 """The default models over seeds: test accuracy, attack success and clean gap of each preset on seeds 0-4.
 
-``python benchmarks/model_seeds.py [PRESET ...] [--seeds 0,1,2,3,4] [--json]``: for each preset and
+``python -m benchmarks.model_seeds [PRESET ...] [--seeds 0,1,2,3,4] [--json]``: for each preset and
 seed ``s``, builds ``get_spec(preset, seed=s)`` and trains ``default_config(dataset, seed=s)``
 (one seed fixes the data and the training, as in the app and ``attrex prepare --seed``),
 in a temporary cache unless ``--cache-dir`` names one. Reports the clean test accuracy, the
@@ -22,15 +22,12 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict, fields
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, when run from a checkout
+import torch
 
-import torch  # noqa: E402
-
-from core.cache import Cache  # noqa: E402
-from core.data import build, get_spec  # noqa: E402
-from core.models import TrainConfig, default_config, train  # noqa: E402
+from core.cache import Cache
+from core.data import build, get_spec
+from core.models import TrainConfig, default_config, train
 
 DEFAULT_PRESETS = ["mnist", "mnist-backdoor", "mnist-blend", "mnist-noisy", "agnews", "agnews-backdoor",
                    "cifar10", "cifar10-backdoor"]

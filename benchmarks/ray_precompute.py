@@ -1,6 +1,6 @@
 """A method's precompute on Ray against one process, on a full data set: time, memory per worker, cache, query.
 
-``python benchmarks/ray_precompute.py --preset mnist --data-dir ../shared/data [--method tracin-rp]
+``python -m benchmarks.ray_precompute --preset mnist --data-dir ../shared/data [--method tracin-rp]
 [--epochs 2] [--workers 1,2] [--json]``
 
 Trains the preset's default model on the full data set (``--epochs`` fewer than the recipe's
@@ -28,15 +28,13 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, when run from a checkout
+import torch
 
-import torch  # noqa: E402
-
-from core.cache import Cache  # noqa: E402
-from core.data import build, get_spec  # noqa: E402
-from core.errors import AttrexError  # noqa: E402
-from core.methods import TrainingData, create  # noqa: E402
-from core.models import default_config, train  # noqa: E402
+from core.cache import Cache
+from core.data import build, get_spec
+from core.errors import AttrexError
+from core.methods import TrainingData, create
+from core.models import default_config, train
 
 
 def size_mb(folder: Path) -> float:

@@ -1,6 +1,6 @@
 """Command line: ``attrex scenarios | prepare | methods | explain | evaluate``.
 
-The benchmark against Captum is a script of its own, ``python benchmarks/bench_attribution.py``
+The benchmark against Captum is a script of its own, ``python -m benchmarks.bench_attribution``
 (it needs the test extra: ``pip install -e ".[test]"``, or ``make test``'s environment).
 
 Every command takes ``--json`` and then prints exactly one JSON document on stdout;
@@ -11,17 +11,18 @@ naming what is wrong and what is accepted.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
 import time
-from pathlib import Path
 
 from core.cache import Cache
 from core.data import PRESETS, ScenarioSpec, build, get_spec
 from core.data.scenario import custom_spec
 from core.data.sources import download
 from core.errors import AttrexError
+from core.explain import explain_record, write_features
 from core.models import ARCHITECTURES, ModelSource, default_config, recipe_of, train
 
 
@@ -267,99 +268,6 @@ def cmd_methods(args: argparse.Namespace) -> int:
     return 0
 
 
-def explain_record(scenario, trained, method, split: str, index: int, k: int, target: int | None) -> dict:
-    """Proponents and opponents of one test sample as a JSON-friendly dict (the CLI prints it)."""
-    from core.models import predict_proba
-
-    x_all, y_all = scenario.test_split(split)
-    if not 0 <= index < len(y_all):
-        raise AttrexError(f"--test must lie in [0, {len(y_all) - 1}] for the {split} split; got {index}")
-    x = x_all[index: index + 1]
-    probs = predict_proba(trained.model, x)[0]
-    top = method.top_k(x, target, k=k)
-    names = scenario.class_names
-    truth = scenario.truth
-
-    def rows(ids, scores):
-        flags = truth.train_flags(ids.tolist())
-        out = []
-        for rank, (i, s, f) in enumerate(zip(ids.tolist(), scores.tolist(), flags, strict=True), 1):
-            label = int(scenario.y_train[i])
-            rec = {"rank": rank, "train_id": i, "score": s, "label": label, "label_name": names[label], "flags": f}
-            if "flipped" in f:
-                rec["original_label"] = int(truth.original_labels[i])
-                rec["flag_text"] = truth.flip_text(i, names, label)
-            out.append(rec)
-        return out
-
-    explained = int(top.targets[0])
-    return {
-        "scenario": scenario.spec.name,
-        "k": len(top.proponents[0]),
-        "method": {"name": method.name, "params": method.hparams, "fit_seconds": method.fit_seconds,
-                   "cache": method.fit_status, "info": method.info},
-        "test": {"split": split, "index": index, "label": int(y_all[index]), "label_name": names[int(y_all[index])],
-                 "predicted": int(probs.argmax()), "confidence": float(probs.max()),
-                 "explained_class": explained, "explained_name": names[explained]},
-        "proponents": rows(top.proponents[0], top.proponent_scores[0]),
-        "opponents": rows(top.opponents[0], top.opponent_scores[0]),
-    }
-
-
-def write_features(scenario, trained, rec: dict, outdir: str, cache: Cache | None = None, log=print) -> None:
-    """FLIA and DualView-LRP of every listed pair as files in ``outdir``; adds their names and figures to ``rec``.
-
-    Images: ``test.png``, and per training point ``<kind>-<rank>-train<id>.png`` (the image),
-    ``…-flia.png`` (|FLIA| on it), ``…-lrp-train.png`` / ``…-lrp-test.png`` (DualView-LRP
-    relevance on the training and the test image). Text: ``…-flia.html`` (token highlights).
-    """
-    import torch
-
-    from core.features import dualview_lrp, flia
-    from core.features.render import flia_tokens_html, overlay, save_png
-    from core.methods import TrainingData, create
-
-    out = Path(outdir).expanduser()
-    out.mkdir(parents=True, exist_ok=True)
-    t = rec["test"]
-    x_test = scenario.test_split(t["split"])[0][t["index"]]
-    target = t["explained_class"]
-    text = scenario.kind == "text"
-    scale = 8 if scenario.input_shape[-1] <= 28 else 6
-    if not text:
-        save_png(overlay(x_test, torch.zeros(x_test.shape[1:]), False, scale), out / "test.png")
-        dualview = create("dualview", trained, TrainingData.of(scenario), cache=cache).fit()
-    for kind in ("proponents", "opponents"):
-        for r in rec[kind]:
-            i = r["train_id"]
-            stem = f"{kind[:-1]}-{r['rank']:02d}-train{i}"
-            res = flia(trained, scenario.x_train[i], int(scenario.y_train[i]), x_test, target, cache=cache)
-            feats = {"flia": {"il_path": res.il_path.tolist(), "gap": float(res.gap),
-                              "il_change": float(res.il_change), "direction": res.direction}}
-            if text:
-                page = flia_tokens_html(
-                    scenario.vocab, scenario.x_train[i].tolist(), res.heatmap.numpy(),
-                    f"FLIA of training text #{i} for test #{t['index']} (class {target}): the stronger "
-                    "the colour, the more of the text's influence the word carries (-FLIA, descent)")
-                (out / f"{stem}-flia.html").write_text(f"<!doctype html><meta charset='utf-8'>{page}\n",
-                                                        encoding="utf-8")
-                feats["flia"]["file"] = f"{stem}-flia.html"
-            else:
-                x = scenario.x_train[i]
-                save_png(overlay(x, torch.zeros(x.shape[1:]), False, scale), out / f"{stem}.png")
-                save_png(overlay(x, res.heatmap, False, scale), out / f"{stem}-flia.png")
-                feats["flia"]["file"] = f"{stem}-flia.png"
-                lrp = dualview_lrp(dualview, x_test, i, target)
-                save_png(overlay(x, lrp.train_heatmap, True, scale), out / f"{stem}-lrp-train.png")
-                save_png(overlay(x_test, lrp.test_heatmap, True, scale), out / f"{stem}-lrp-test.png")
-                feats["dualview_lrp"] = {"files": [f"{stem}-lrp-train.png", f"{stem}-lrp-test.png"],
-                                         "dualview_score": lrp.score, "composite": lrp.composite,
-                                         "conservation": [lrp.conservation_test, lrp.conservation_train]}
-            r["features"] = feats
-    rec["features_dir"] = str(out)
-    log(f"feature-level views written to {out}")
-
-
 def cmd_explain(args: argparse.Namespace) -> int:
     scenario, trained = _load(args)
     if args.split not in scenario.test_splits():
@@ -380,7 +288,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     if note:
         rec["note"] = note
     if args.features:
-        write_features(scenario, trained, rec, args.features, Cache(args.cache_dir) if args.cache_dir else None,
+        write_features(scenario, trained, rec, args.features, _cache(args),
                        log=lambda m: print(m, file=sys.stderr))
     if args.json:
         print(json.dumps(rec, indent=1, default=str))
@@ -407,11 +315,11 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 def _evaluate_methods(text: str, pairs: list[str] | None) -> dict[str, dict]:
     """``--methods a,b`` (or ``all``) and ``--param method.name=value`` as ``{method: params}``."""
-    from core.methods import REGISTRY, get_method
+    from core.methods import get_method, offered
 
     names = [m.strip() for m in text.split(",") if m.strip()]
     if names == ["all"]:
-        names = sorted(REGISTRY, key=lambda n: (REGISTRY[n].baseline, n))
+        names = offered()
     if not names:
         raise AttrexError("--methods needs at least one method name (or all)")
     specs: dict[str, dict] = {}
@@ -428,13 +336,48 @@ def _evaluate_methods(text: str, pairs: list[str] | None) -> dict[str, dict]:
     return specs
 
 
+# ``attrex evaluate``'s option and help per field of :class:`core.evaluation.Settings` (in the order --help lists
+# them); each option's type and default are the field's (:func:`settings_args`).
+SETTINGS_OPTIONS: dict[str, tuple[str, str]] = {
+    "n_test": ("--points", "clean test points of the DualView tasks"),
+    "n_triggered": ("--triggered", "triggered test samples of the backdoor task"),
+    "k": ("--top-k", "k of the backdoor top-k share"),
+    "lds_test": ("--lds-points", "test points of LDS"),
+    "lds_subsets": ("--lds-subsets", "subset models of LDS"),
+    "lds_alpha": ("--lds-alpha", "fraction of the training set per LDS subset"),
+    "seed": ("--eval-seed", "seed of the test-point draws and LDS subsets"),
+}
+
+
+def _dest(flag: str) -> str:
+    return flag.lstrip("-").replace("-", "_")
+
+
+def settings_args(p: argparse.ArgumentParser) -> None:
+    """One option per :class:`~core.evaluation.Settings` field, typed and defaulted as the field is."""
+    from core.evaluation import Settings
+
+    fields = {f.name: f for f in dataclasses.fields(Settings)}
+    if set(fields) != set(SETTINGS_OPTIONS):  # a field added to Settings needs its option here
+        raise RuntimeError(f"Settings fields {sorted(fields)} and their options {sorted(SETTINGS_OPTIONS)} differ")
+    for name, (flag, text) in SETTINGS_OPTIONS.items():
+        default = fields[name].default
+        p.add_argument(flag, type=type(default), default=default, help=f"{text} (default {default})")
+
+
+def settings_of(args: argparse.Namespace):
+    """The :class:`~core.evaluation.Settings` that ``attrex evaluate``'s options ask for."""
+    from core.evaluation import Settings
+
+    return Settings(**{name: getattr(args, _dest(flag)) for name, (flag, _) in SETTINGS_OPTIONS.items()})
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from core.evaluation import Settings, check_tasks, evaluate, table
+    from core.evaluation import check_tasks, evaluate, table
 
     specs = _evaluate_methods(args.methods, args.param)
     tasks = check_tasks([t.strip() for t in args.tasks.split(",") if t.strip()]) if args.tasks else None
-    settings = Settings(n_test=args.points, k=args.top_k, n_triggered=args.triggered, lds_test=args.lds_points,
-                        lds_subsets=args.lds_subsets, lds_alpha=args.lds_alpha, seed=args.eval_seed)
+    settings = settings_of(args)
     if args.workers is not None and args.workers < 1:
         raise AttrexError(f"--workers must be a positive integer; got {args.workers}")
     scenario, trained = _load(args)
@@ -529,13 +472,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--param", "-p", action="append", metavar="METHOD.NAME=VALUE",
                    help="a method parameter (repeatable), e.g. tracin-rp.dim=2048")
     p.add_argument("--tasks", "--metrics", dest="tasks", help=tasks_help())  # --metrics: its former name
-    p.add_argument("--points", type=int, default=100, help="clean test points of the DualView metrics (default 100)")
-    p.add_argument("--triggered", type=int, default=20, help="triggered test samples of the backdoor metrics (default 20)")
-    p.add_argument("--top-k", type=int, default=10, help="k of the backdoor top-k share (default 10)")
-    p.add_argument("--lds-points", type=int, default=50, help="test points of LDS (default 50)")
-    p.add_argument("--lds-subsets", type=int, default=20, help="subset models of LDS (default 20)")
-    p.add_argument("--lds-alpha", type=float, default=0.5, help="fraction of the training set per LDS subset (default 0.5)")
-    p.add_argument("--eval-seed", type=int, default=0, help="seed of the test-point draws and LDS subsets (default 0)")
+    settings_args(p)
     p.add_argument("--workers", type=int, help="processes training subset models (default: CPUs, at most 4)")
     p.set_defaults(func=cmd_evaluate)
 

@@ -14,20 +14,20 @@ import streamlit as st
 
 from core.errors import AttrexError
 from core.methods import REGISTRY
+from core.methods.defaults import JOBS
 from core.metrics import agreement
 from explorer import session, state
 from explorer.components import card_columns, fitted_methods, flags_markdown, scenario_and_model
 from explorer.render import inert, to_image
 
-DEFAULT_METHODS = ("tracin-rp", "representer")  # both precompute in seconds; add GAS, TRAK, ... at will
 K = 8
 
 
 def render() -> None:
     selection, sc, trained = scenario_and_model("Compare")
-    offered = sorted((m for m, c in REGISTRY.items() if c.per_test), key=lambda m: (REGISTRY[m].baseline, m))
+    job = JOBS["compare"]
     c1, c2 = st.columns([3, 1])
-    methods = c1.multiselect("Methods", offered, default=list(DEFAULT_METHODS), max_selections=6, select_all=False,
+    methods = c1.multiselect("Methods", job.offered(), default=list(job.methods), max_selections=6, select_all=False,
                              key=session.COMPARE_A + "-methods", format_func=lambda m: REGISTRY[m].title)
     most = min(500, len(sc.y_test))  # a person's data may hold fewer than 50 test points
     n_points = int(c2.number_input("Test points", min_value=min(5, most), max_value=most, value=min(50, most), step=5,

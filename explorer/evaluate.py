@@ -13,20 +13,20 @@ import streamlit as st
 
 from core.evaluation import TASKS, EvaluationResult, tasks_for
 from core.methods import REGISTRY
+from core.methods.defaults import JOBS
 from core.metrics.published import paper_value
 from explorer import session
 from explorer.components import evaluation_panel, scenario_and_model
 
-DEFAULT_METHODS = ("representer", "tracin-rp", "gas-rp", "dualview", "loss", "random")
-
 
 def render() -> None:
     selection, sc, trained = scenario_and_model("Evaluate")
-    offered = sorted(REGISTRY, key=lambda m: (REGISTRY[m].baseline, m))
+    job = JOBS["evaluate"]
+    offered = job.offered()
     applicable = [t for t in TASKS if TASKS[t].applies(sc) is None]
     with st.form("evaluate-form", border=False):
         c1, c2 = st.columns([3, 2])
-        methods = c1.multiselect("Methods", offered, default=[m for m in DEFAULT_METHODS if m in offered],
+        methods = c1.multiselect("Methods", offered, default=[m for m in job.methods if m in offered],
                                  key=session.EVAL_METHODS, format_func=lambda m: REGISTRY[m].title)
         tasks = c2.multiselect("Tasks", applicable, default=tasks_for(sc), key=session.EVAL_TASKS,
                                format_func=lambda t: TASKS[t].title,

@@ -10,6 +10,7 @@ import torch
 
 from benchmarks import bench_attribution as bench
 from core.methods import REGISTRY
+from core.metrics.agreement import top_k_overlap
 
 main = bench.main
 
@@ -20,8 +21,8 @@ def test_rank_statistics_against_hand_computed_values():
     assert bench.spearman(a, a.pow(3)) == pytest.approx(1.0)
     assert bench.spearman(a, -a) == pytest.approx(-1.0)
     assert bench.spearman(a, torch.tensor([2.0, 1.0, 4.0, 3.0, 5.0])) == pytest.approx(0.8)  # 1 - 6·4/(5·24)
-    assert bench.topk_overlap(a, torch.tensor([5.0, 4.0, 3.0, 2.0, 1.0]), 2) == 0
-    assert bench.topk_overlap(a, a.flip(0).flip(0), 3) == 3
+    assert top_k_overlap(a[None], torch.tensor([[5.0, 4.0, 3.0, 2.0, 1.0]]), 2) == 0  # the benchmark's overlap
+    assert top_k_overlap(a[None], a.flip(0).flip(0)[None], 3) == 3
 
 
 def test_bench_json_on_a_tiny_setting(monkeypatch, capsys):

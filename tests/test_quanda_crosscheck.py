@@ -17,7 +17,6 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 QPY = ROOT / ".venv-quanda" / "bin" / "python"
-SCRIPT = ROOT / "tools" / "quanda_check.py"
 
 pytestmark = pytest.mark.skipif(not QPY.exists(), reason="no .venv-quanda: run `make crosscheck` to build it "
                                                           "(quanda 0.5.0 in a venv of its own)")
@@ -30,7 +29,7 @@ EXPECTED = {"identical-class", "identical-subclass", "backdoor-top-k", "domain-m
 @pytest.fixture(scope="module")
 def report() -> dict:
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1")
-    out = subprocess.run([str(QPY), str(SCRIPT), "--json"], cwd=ROOT, env=env, capture_output=True, text=True,
+    out = subprocess.run([str(QPY), "-m", "tools.quanda_check", "--json"], cwd=ROOT, env=env, capture_output=True, text=True,
                          timeout=600)
     assert out.returncode in (0, 1), f"quanda_check.py failed (exit {out.returncode}):\n{out.stderr[-4000:]}"
     doc = json.loads(out.stdout)

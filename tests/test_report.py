@@ -3,15 +3,10 @@
 from __future__ import annotations
 
 import statistics
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))  # the scripts import their neighbours
-
-import iif_linear  # noqa: E402
-import report  # noqa: E402
+from benchmarks import iif_linear, report
 
 
 def test_report_renders_every_section_from_the_saved_json():
@@ -19,7 +14,7 @@ def test_report_renders_every_section_from_the_saved_json():
     for name, (title, _) in report.RENDER.items():
         assert f"## {title}" in text
         if (report.OUT / f"{name}.json").exists():
-            assert f"Not run yet: `python benchmarks/report.py --sections {name}`" not in text
+            assert f"Not run yet: `python -m benchmarks.report --sections {name}`" not in text
     assert "## Not covered yet" in text
 
 

@@ -1,6 +1,6 @@
 """Rebuild the small embedded data sets in ``assets/`` from the full copies.
 
-Usage: ``python tools/make_assets.py [--source ../shared/data]``
+Usage: ``python -m tools.make_assets [--source ../shared/data]``
 
 Each image set keeps a balanced subset: for every class ``c = 0, 1, ...`` in order,
 ``rng.choice(np.flatnonzero(y == c), k, replace=False)`` with

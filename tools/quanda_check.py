@@ -15,8 +15,8 @@ Where the two definitions coincide on an input, the values must agree within 1e-
 normalisation), the row is "differs" with the reason, and the same comparison is repeated on
 a tie-free version of the input (its ranks), where the definitions coincide again.
 
-    .venv-quanda/bin/python tools/quanda_check.py          # a table
-    .venv-quanda/bin/python tools/quanda_check.py --json   # one JSON document
+    .venv-quanda/bin/python -m tools.quanda_check          # a table
+    .venv-quanda/bin/python -m tools.quanda_check --json   # one JSON document
 
 Exit status 0 only if every coinciding pair agrees within 1e-6.
 """
@@ -39,9 +39,8 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-import torch  # noqa: E402
+import torch  # noqa: E402  (after OMP_NUM_THREADS)
 
 torch.set_num_threads(1)
 

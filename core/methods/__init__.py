@@ -15,6 +15,7 @@ from core.methods.base import (
     TrainingData,
     create,
     get_method,
+    offered,
     register,
 )
 
@@ -22,4 +23,4 @@ for _info in pkgutil.iter_modules(__path__):
     if _info.name != "base":
         importlib.import_module(f"{__name__}.{_info.name}")
 
-__all__ = ["REGISTRY", "Attributor", "Param", "TopK", "TrainingData", "create", "get_method", "register"]
+__all__ = ["REGISTRY", "Attributor", "Param", "TopK", "TrainingData", "create", "get_method", "offered", "register"]

@@ -165,6 +165,13 @@ def register(cls: type[Attributor]) -> type[Attributor]:
     return cls
 
 
+def offered(**flags: bool) -> list[str]:
+    """The registered methods whose class attributes equal ``flags`` (e.g. ``per_test=True``): the methods
+    by name, then the baselines by name. Every list of methods the CLI, the pages and the benchmarks offer."""
+    return sorted((n for n, c in REGISTRY.items() if all(getattr(c, f) == v for f, v in flags.items())),
+                  key=lambda n: (REGISTRY[n].baseline, n))
+
+
 class Attributor(ABC):
     """Base class: validation, caching and the query plumbing shared by every method.
 
