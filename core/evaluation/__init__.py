@@ -60,10 +60,11 @@ from core.evaluation.tasks import (
     Kept,
     Task,
     check_tasks,
+    register_task,
     tasks_for,
     tasks_help,
 )
 
 __all__ = ["CURVE_POINTS", "ERROR", "NA", "OK", "TASKS", "VERSION", "Agreement", "Context", "EvaluationResult",
            "Kept", "MethodInfo", "ModelInfo", "NotCached", "Settings", "Task", "TaskInfo", "TaskResult",
-           "check_tasks", "evaluate", "load_kept", "result_key", "table", "tasks_for", "tasks_help"]
+           "check_tasks", "evaluate", "load_kept", "register_task", "result_key", "table", "tasks_for", "tasks_help"]

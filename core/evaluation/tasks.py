@@ -145,8 +145,22 @@ def _lds(ctx: Context, method: Attributor) -> tuple[dict, Kept]:
             "subsets": ctx.settings.lds_subsets, "alpha": ctx.settings.lds_alpha}, Kept(per_test=rows.float())
 
 
+TASKS: dict[str, Task] = {}
+
+
+def register_task(task: Task) -> Task:
+    """Add ``task`` to :data:`TASKS`: ``attrex evaluate --tasks``, its table, the Evaluate page and the JSON then
+    know it. A second task under the same name, or a headline the task does not say the direction of, is refused."""
+    if task.name in TASKS and TASKS[task.name] != task:
+        raise AttrexError(f"two tasks named {task.name!r}")
+    if task.headline not in task.higher_is_better:
+        raise AttrexError(f"task {task.name!r}: its headline {task.headline!r} needs an entry in higher_is_better")
+    TASKS[task.name] = task
+    return task
+
+
 FLIPS = ("flipped_ids", "flipped labels")
-TASKS: dict[str, Task] = {t.name: t for t in (
+for _task in (
     Task("mislabel", "Mislabel detection", "mislabel AUROC", "auroc",
          "ranking training points by suspicion finds the flipped labels", _mislabel, FLIPS, needs_self=True,
          higher_is_better={"auroc": True, "auprc": True, "precision_at_k": True, "found_at_10pct": True}),
@@ -168,7 +182,8 @@ TASKS: dict[str, Task] = {t.name: t for t in (
     Task("lds", "Linear datamodeling score", "LDS", "lds",
          "summed scores rank subset-trained models' outputs (TRAK §2.2)", _lds, default=False,
          higher_is_better={"lds": True}),
-)}
+):
+    register_task(_task)
 
 
 def check_tasks(names: list[str]) -> list[str]:
