@@ -12,17 +12,21 @@ tensors in [0, 1], ``N×C×H×W``; texts are lists of words.
 - :class:`DomainMark` stamps the DualView paper's mark (a square frame plus a small centre
   square) on a share of one class's training images, labels unchanged.
 - :class:`Superclasses` merges classes into random groups; the original labels are kept.
+
+Each corruption plants itself: :meth:`Corruption.plant` changes a :class:`Planting` (the
+scenario while :func:`core.data.scenario.build` builds it) in place and records its ground truth.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from typing import ClassVar
 
 import numpy as np
 import torch
 
-from core.data.text import tokenize
+from core.data.text import TEXT_MAX_LEN, tokenize
 from core.errors import AttrexError
 
 POSITIONS = ("bottom-right", "bottom-left", "top-right", "top-left", "center")
@@ -45,14 +49,52 @@ def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
         raise AttrexError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
 
 
+@dataclass
+class Planting:
+    """A scenario while it is built, what a corruption plants itself on (in place).
+
+    Labels are numpy ``int64``. Images: ``x_*`` float ``[N, C, H, W]`` in [0, 1]; texts:
+    ``texts_*`` (the scenario encodes them after the planting). ``truth`` collects the fields of
+    the scenario's :class:`~core.data.scenario.GroundTruth`; ``splits`` its extra test splits
+    (``x_test_triggered``, ``x_test_marked``, ``texts_test_triggered``).
+    """
+
+    kind: str  # "image" or "text"
+    class_names: tuple[str, ...]
+    y_train: np.ndarray
+    y_test: np.ndarray
+    truth: dict
+    x_train: torch.Tensor | None = None
+    x_test: torch.Tensor | None = None
+    texts_train: list[str] = field(default_factory=list)
+    texts_test: list[str] = field(default_factory=list)
+    splits: dict = field(default_factory=dict)
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.class_names)
+
+
 @dataclass(frozen=True)
 class Corruption:
-    """Base of all corruptions: a name for display and the parameters as a plain dict."""
+    """Base of all corruptions: a name for display, the parameters as a plain dict, and how it plants itself."""
 
     kind = "none"
+    needs: ClassVar[str | None] = None  # the kind of data it applies to ("image" or "text"); None: any
 
     def params(self) -> dict:
         return {"kind": self.kind, **asdict(self)}
+
+    def check_data(self, kind: str, dataset: str) -> None:
+        """Raise unless the corruption applies to data of ``kind`` (data set ``dataset``)."""
+        if self.needs == "image" and kind != "image":
+            raise AttrexError(f"{self.kind} needs an image data set; {dataset} is text")
+        if self.needs == "text" and kind != "text":
+            raise AttrexError(f"trigger-token backdoors need a text data set; {dataset} holds images")
+
+    def plant(self, p: Planting, rng: np.random.Generator) -> None:
+        """Plant the corruption on ``p`` (labels, inputs, ground truth, test splits), drawing from ``rng``."""
+        raise NotImplementedError(f"{type(self).__name__} does not plant itself")
 
 
 @dataclass(frozen=True)
@@ -63,10 +105,20 @@ class LabelNoise(Corruption):
     def __post_init__(self) -> None:
         _check_rate("label-noise rate", self.rate)
 
+    def plant(self, p: Planting, rng: np.random.Generator) -> None:
+        p.y_train, flipped = flip_labels(p.y_train, self.rate, p.n_classes, rng)
+        p.truth["flipped_ids"] = torch.from_numpy(flipped)
+
 
 @dataclass(frozen=True)
 class _Poisoning(Corruption):
-    """Common parameters of backdoor poisoning: which points are poisoned and what they become."""
+    """Common parameters of backdoor poisoning: which points are poisoned and what they become.
+
+    Planting relabels the poisoned points and stamps the image trigger (``stamp``, ``mask``) on
+    them and on every test point of a source class (the triggered split); text triggers override it.
+    """
+
+    needs: ClassVar[str | None] = "image"
 
     poison_rate: float = 0.05
     target_class: int = 0
@@ -90,6 +142,24 @@ class _Poisoning(Corruption):
         if bad:
             raise AttrexError(f"source classes {bad} are out of range 0..{n_classes - 1}")
         return [c for c in src if c != self.target_class]
+
+    def relabel(self, p: Planting, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """Relabel the poisoned training points of ``p`` and record the ground truth every backdoor shares.
+
+        Returns the poisoned ids and the ids of the test points whose triggered copies form the
+        triggered split (every test point of a source class); the caller stamps its trigger on both.
+        """
+        p.y_train, poisoned = poison(p.y_train, self, p.n_classes, rng)
+        trig = np.flatnonzero(np.isin(p.y_test, self.sources(p.n_classes)))
+        p.truth.update(poisoned_ids=torch.from_numpy(poisoned), target_class=self.target_class,
+                       triggered_test_ids=torch.from_numpy(trig))
+        return poisoned, trig
+
+    def plant(self, p: Planting, rng: np.random.Generator) -> None:
+        poisoned, trig = self.relabel(p, rng)
+        p.x_train[poisoned] = self.stamp(p.x_train[poisoned])
+        p.truth["trigger_mask"] = self.mask(*p.x_train.shape[-2:])
+        p.splits["x_test_triggered"] = self.stamp(p.x_test[trig])
 
 
 @dataclass(frozen=True)
@@ -159,12 +229,20 @@ class Blended(_Poisoning):
 class TriggerToken(_Poisoning):
     token: str = "cf"
     kind = "trigger-token"
+    needs: ClassVar[str | None] = "text"
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if not isinstance(self.token, str) or tokenize(self.token) != [self.token]:
             raise AttrexError(f"trigger token must be one lower-case word of letters and digits "
                               f"(kept whole by the tokenizer); got {self.token!r}")
+
+    def plant(self, p: Planting, rng: np.random.Generator) -> None:
+        poisoned, trig = self.relabel(p, rng)
+        for i in poisoned:
+            p.texts_train[i] = insert_word(p.texts_train[i], self.token, rng)
+        p.splits["texts_test_triggered"] = [insert_word(p.texts_test[i], self.token, rng) for i in trig]
+        p.truth["trigger_token"] = self.token
 
 
 @dataclass(frozen=True)
@@ -173,6 +251,7 @@ class DomainMark(Corruption):
     rate: float = 0.3
     center_size: int = 4
     kind = "domain-mark"
+    needs: ClassVar[str | None] = "image"
 
     def __post_init__(self) -> None:
         _check_rate("mark rate", self.rate)
@@ -192,6 +271,18 @@ class DomainMark(Corruption):
     def stamp(self, x: torch.Tensor) -> torch.Tensor:
         return torch.where(self.mask(*x.shape[-2:]), torch.ones(()), x)
 
+    def plant(self, p: Planting, rng: np.random.Generator) -> None:
+        """Stamp a share of the class's training images, and every test image of another class (the marked split)."""
+        if not 0 <= self.class_id < p.n_classes:
+            raise AttrexError(f"mark class {self.class_id} is out of range 0..{p.n_classes - 1}")
+        pool = np.flatnonzero(p.y_train == self.class_id)
+        marked = np.sort(rng.choice(pool, int(round(self.rate * len(pool))), replace=False))
+        p.x_train[marked] = self.stamp(p.x_train[marked])
+        other = np.flatnonzero(p.y_test != self.class_id)
+        p.truth.update(marked_ids=torch.from_numpy(marked), marked_test_ids=torch.from_numpy(other),
+                       mark_mask=self.mask(*p.x_train.shape[-2:]), mark_class=self.class_id)
+        p.splits["x_test_marked"] = self.stamp(p.x_test[other])
+
 
 @dataclass(frozen=True)
 class Superclasses(Corruption):
@@ -209,6 +300,17 @@ class Superclasses(Corruption):
         out = np.empty(n_classes, dtype=np.int64)
         out[perm] = np.arange(n_classes) % self.n_superclasses
         return out
+
+    def plant(self, p: Planting, rng: np.random.Generator) -> None:
+        """Train on the superclasses; the original classes become the ground truth (``subclass_*``)."""
+        groups = self.groups(p.n_classes, rng)
+        p.truth.update(subclass_train=torch.from_numpy(p.y_train.copy()), subclass_test=torch.from_numpy(p.y_test.copy()),
+                       superclass_of=torch.from_numpy(groups), subclass_names=p.class_names)
+        p.y_train, p.y_test = groups[p.y_train], groups[p.y_test]
+        p.truth["original_labels"] = torch.from_numpy(p.y_train.copy())
+        p.class_names = tuple(
+            " + ".join(p.class_names[j] for j in np.flatnonzero(groups == g)) for g in range(self.n_superclasses)
+        )
 
 
 # ----------------------------------------------------------------------------- routines
@@ -248,3 +350,12 @@ def poison(y: np.ndarray, corruption: _Poisoning, n_classes: int, rng: np.random
     y_new = y.copy()
     y_new[ids] = corruption.target_class
     return y_new, ids
+
+
+def insert_word(sentence: str, word: str, rng: np.random.Generator, max_len: int = TEXT_MAX_LEN) -> str:
+    """Insert ``word`` between two whitespace-separated words, early enough to survive truncation to ``max_len``."""
+    words = sentence.split()
+    prefix = np.cumsum([0] + [len(tokenize(w)) for w in words])  # tokens before position p
+    limit = int(np.searchsorted(prefix, max_len - 1, side="right")) - 1  # last p with prefix <= L-1
+    pos = int(rng.integers(0, limit + 1))
+    return " ".join(words[:pos] + [word] + words[pos:])

@@ -23,14 +23,13 @@ from core.data.corruptions import (
     Corruption,
     DomainMark,
     LabelNoise,
+    Planting,
     Superclasses,
     TriggerToken,
-    flip_labels,
-    poison,
 )
+from core.data.text import TEXT_MAX_LEN
 from core.errors import AttrexError
 
-TEXT_MAX_LEN = 64
 CUSTOM = "custom"  # the data set name of a person's own data (core.data.custom)
 
 
@@ -373,10 +372,8 @@ def build(spec: ScenarioSpec | str) -> Scenario:
         raw = sources.load(spec.dataset, spec.data_dir)
     rng = np.random.default_rng(spec.seed)
     c = spec.corruption
-    if isinstance(c, (BadNets, Blended, DomainMark)) and raw.info.kind != "image":
-        raise AttrexError(f"{c.kind} needs an image data set; {spec.dataset} is text")
-    if isinstance(c, TriggerToken) and raw.info.kind != "text":
-        raise AttrexError(f"trigger-token backdoors need a text data set; {spec.dataset} holds images")
+    if c is not None:
+        c.check_data(raw.info.kind, spec.dataset)
 
     for what, n, y in (("n_train", spec.n_train, raw.y_train), ("n_test", spec.n_test, raw.y_test)):
         if n and n > len(y):
@@ -384,103 +381,42 @@ def build(spec: ScenarioSpec | str) -> Scenario:
                               f"({raw.source}); got {n}")
     tr = _balanced_subset(raw.y_train, spec.n_train, rng) if spec.n_train else np.arange(len(raw.y_train))
     te = _balanced_subset(raw.y_test, spec.n_test, rng) if spec.n_test else np.arange(len(raw.y_test))
-    y_train, y_test = raw.y_train[tr].copy(), raw.y_test[te].copy()
-    class_names = raw.info.class_names
-    k = len(class_names)
-    truth = GroundTruth(original_labels=torch.from_numpy(y_train.copy()))
+    p = Planting(raw.info.kind, raw.info.class_names, raw.y_train[tr].copy(), raw.y_test[te].copy(),
+                 truth={"original_labels": torch.from_numpy(raw.y_train[tr].copy())})
     extra: dict = {"names_train": [raw.names_train[i] for i in tr]} if raw.names_train else {}
     if spec.known_bad:
         if c is not None:
             raise AttrexError("a known-bad list is the ground truth of data as it is: it cannot be combined with a "
                               "planted corruption")
-        ids, correct = custom.known_bad(spec.known_bad, len(y_train), class_names, extra.get("names_train", ()))
-        truth.flipped_ids, truth.flips_known = torch.from_numpy(np.sort(ids)), True
+        ids, correct = custom.known_bad(spec.known_bad, len(p.y_train), p.class_names, extra.get("names_train", ()))
+        p.truth.update(flipped_ids=torch.from_numpy(np.sort(ids)), flips_known=True)
         if correct is not None:
             known = correct >= 0
-            truth.original_labels[ids[known]] = torch.from_numpy(correct[known])
+            p.truth["original_labels"][ids[known]] = torch.from_numpy(correct[known])
+    if p.kind == "image":
+        p.x_train = torch.from_numpy(raw.x_train[tr]).float().div_(255)
+        p.x_test = torch.from_numpy(raw.x_test[te]).float().div_(255)
+    else:
+        p.texts_train = [raw.texts_train[i] for i in tr]
+        p.texts_test = [raw.texts_test[i] for i in te]
+    if c is not None:
+        c.plant(p, rng)
+    return _finish(spec, p, raw.source, extra)
 
-    if isinstance(c, Superclasses):
-        groups = c.groups(k, rng)
-        truth.subclass_train = torch.from_numpy(y_train.copy())
-        truth.subclass_test = torch.from_numpy(y_test.copy())
-        truth.superclass_of = torch.from_numpy(groups)
-        truth.subclass_names = class_names
-        y_train, y_test = groups[y_train], groups[y_test]
-        truth.original_labels = torch.from_numpy(y_train.copy())
-        class_names = tuple(
-            " + ".join(class_names[j] for j in np.flatnonzero(groups == g)) for g in range(c.n_superclasses)
-        )
-        k = len(class_names)
-    if isinstance(c, LabelNoise):
-        y_train, flipped = flip_labels(y_train, c.rate, k, rng)
-        truth.flipped_ids = torch.from_numpy(flipped)
 
-    if raw.info.kind == "image":
-        x_train = torch.from_numpy(raw.x_train[tr]).float().div_(255)
-        x_test = torch.from_numpy(raw.x_test[te]).float().div_(255)
-        h, w = x_train.shape[-2:]
-        if isinstance(c, (BadNets, Blended)):
-            y_train, poisoned, trig = _plant_backdoor(y_train, y_test, c, k, rng, truth)
-            x_train[poisoned] = c.stamp(x_train[poisoned])
-            truth.trigger_mask = c.mask(h, w)
-            extra["x_test_triggered"] = c.stamp(x_test[trig])
-        if isinstance(c, DomainMark):
-            if not 0 <= c.class_id < k:
-                raise AttrexError(f"mark class {c.class_id} is out of range 0..{k - 1}")
-            pool = np.flatnonzero(y_train == c.class_id)
-            marked = np.sort(rng.choice(pool, int(round(c.rate * len(pool))), replace=False))
-            x_train[marked] = c.stamp(x_train[marked])
-            other = np.flatnonzero(y_test != c.class_id)
-            truth.marked_ids = torch.from_numpy(marked)
-            truth.marked_test_ids = torch.from_numpy(other)
-            truth.mark_mask = c.mask(h, w)
-            truth.mark_class = c.class_id
-            extra["x_test_marked"] = c.stamp(x_test[other])
-        return Scenario(spec, "image", class_names, x_train, torch.from_numpy(y_train), x_test,
-                        torch.from_numpy(y_test), truth, source=raw.source, **extra)
-
-    # text
-    texts_train = [raw.texts_train[i] for i in tr]
-    texts_test = [raw.texts_test[i] for i in te]
-    triggered_texts: list[str] = []
-    if isinstance(c, TriggerToken):
-        y_train, poisoned, trig = _plant_backdoor(y_train, y_test, c, k, rng, truth)
-        for i in poisoned:
-            texts_train[i] = _insert_word(texts_train[i], c.token, rng)
-        triggered_texts = [_insert_word(texts_test[i], c.token, rng) for i in trig]
-        truth.trigger_token = c.token
-    tokens_train = [text.tokenize(t) for t in texts_train]
+def _finish(spec: ScenarioSpec, p: Planting, source: str, extra: dict) -> Scenario:
+    """The scenario of a planted draft: texts are tokenised and encoded in the vocabulary of the training texts."""
+    truth = GroundTruth(**p.truth)
+    y_train, y_test = torch.from_numpy(p.y_train), torch.from_numpy(p.y_test)
+    if p.kind == "image":
+        return Scenario(spec, "image", p.class_names, p.x_train, y_train, p.x_test, y_test, truth, source=source,
+                        **extra, **p.splits)
+    tokens_train = [text.tokenize(t) for t in p.texts_train]
     vocab = text.build_vocab(tokens_train)
     x_train = text.encode(tokens_train, vocab, TEXT_MAX_LEN)
-    x_test = text.encode([text.tokenize(t) for t in texts_test], vocab, TEXT_MAX_LEN)
+    x_test = text.encode([text.tokenize(t) for t in p.texts_test], vocab, TEXT_MAX_LEN)
+    triggered_texts = p.splits.get("texts_test_triggered", [])
     if triggered_texts:
         extra["x_test_triggered"] = text.encode([text.tokenize(t) for t in triggered_texts], vocab, TEXT_MAX_LEN)
-    return Scenario(spec, "text", class_names, x_train, torch.from_numpy(y_train), x_test,
-                    torch.from_numpy(y_test), truth, source=raw.source, vocab=vocab,
-                    texts_train=texts_train, texts_test=texts_test,
-                    texts_test_triggered=triggered_texts, **extra)
-
-
-def _plant_backdoor(y_train: np.ndarray, y_test: np.ndarray, c, k: int, rng: np.random.Generator,
-                    truth: GroundTruth) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Relabel the poisoned training points and record the ground truth every backdoor shares.
-
-    Returns the new training labels, the poisoned ids and the ids of the test points whose
-    triggered copies form the triggered split (every test point of a source class). The
-    caller stamps its trigger (patch, blend or word) on both.
-    """
-    y_train, poisoned = poison(y_train, c, k, rng)
-    trig = np.flatnonzero(np.isin(y_test, c.sources(k)))
-    truth.poisoned_ids = torch.from_numpy(poisoned)
-    truth.target_class = c.target_class
-    truth.triggered_test_ids = torch.from_numpy(trig)
-    return y_train, poisoned, trig
-
-
-def _insert_word(sentence: str, word: str, rng: np.random.Generator) -> str:
-    """Insert ``word`` between two whitespace-separated words, early enough to survive truncation."""
-    words = sentence.split()
-    prefix = np.cumsum([0] + [len(text.tokenize(w)) for w in words])  # tokens before position p
-    limit = int(np.searchsorted(prefix, TEXT_MAX_LEN - 1, side="right")) - 1  # last p with prefix <= L-1
-    pos = int(rng.integers(0, limit + 1))
-    return " ".join(words[:pos] + [word] + words[pos:])
+    return Scenario(spec, "text", p.class_names, x_train, y_train, x_test, y_test, truth, source=source, vocab=vocab,
+                    texts_train=p.texts_train, texts_test=p.texts_test, texts_test_triggered=triggered_texts, **extra)

@@ -10,6 +10,7 @@ import torch
 
 PAD, UNK = "<pad>", "<unk>"
 PAD_ID, UNK_ID = 0, 1
+TEXT_MAX_LEN = 64  # tokens a text is encoded to: the model reads no more
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 
 

@@ -49,8 +49,7 @@ import torch
 
 from core.errors import AttrexError
 from core.methods.base import Param, Progress, register
-from core.methods.representer import LastLayerMethod, agreement, penultimate_with_bias
-from core.models.training import predict
+from core.methods.representer import LastLayerMethod, penultimate_with_bias
 
 log = logging.getLogger("attrex.methods.dualview")
 
@@ -248,15 +247,6 @@ class DualView(LastLayerMethod):
         self._sv_feats = feats[self.support].contiguous()          # [n_sv, d + 1]
         self._sv_beta = self.beta[self.support].contiguous()       # [n_sv, K]
         self._self = (self.beta.gather(1, self.data.y.long()[:, None]).squeeze(1) * feats.pow(2).sum(1)).float()
-
-    def surrogate_logits(self, x: torch.Tensor) -> torch.Tensor:
-        """The SVM's scores ``W x'`` at inputs ``x``, ``[m, K]`` float64 (what the attributions sum to)."""
-        self.fit()
-        return penultimate_with_bias(self.model, x) @ self.weights.T
-
-    def surrogate_agreement(self, x: torch.Tensor) -> float:
-        """Share of inputs ``x`` where the SVM and the model predict the same class."""
-        return agreement(self.surrogate_logits(x), predict(self.model, x).double())
 
     def _scores(self, x, target):
         ft = penultimate_with_bias(self.model, x)                                     # [m, d + 1]

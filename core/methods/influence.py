@@ -12,7 +12,8 @@ raises the test loss by about ``s / n``.
 
 **RelatIF** (Barshan et al. 2020, "θ-relative influence"): ``s(z_i, z') / ‖(H + λI)⁻¹ ∇ℓ(z_i)‖``.
 
-**Solvers** of ``(H + λI)⁻¹`` (:mod:`core.engine.ihvp`):
+**Solvers** of ``(H + λI)⁻¹`` (the maths in :mod:`core.engine.ihvp`), one strategy class each in
+:mod:`core.methods.influence_solvers`, chosen by the ``solver`` parameter:
 
 - ``exact``: the Hessian is materialised (at most :attr:`Influence.dense_max` parameters) and
   ``H + λI`` factored by Cholesky (it must be positive definite: raise the damping otherwise);
@@ -39,7 +40,7 @@ You & Feizi 2020).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import ClassVar
 
 import torch
@@ -53,25 +54,15 @@ from core.engine.grads import (
     n_params,
     select_params,
 )
-from core.engine.ihvp import (
-    CholeskyInverse,
-    MeanLoss,
-    SpectralInverse,
-    arnoldi,
-    conjugate_gradient,
-    largest_eigenvalue,
-    lissa,
-)
+from core.engine.ihvp import MeanLoss
 from core.errors import AttrexError
 from core.methods.base import Attributor, Param, Progress, register
-
-SOLVERS = ("exact", "cg", "lissa", "arnoldi")
-CHUNK = 256
+from core.methods.influence_solvers import CHUNK, SOLVERS, Solver
 
 PARAMS = (
     Param("solver", "choice", "exact", "how (H + λI)⁻¹ is applied: exact (materialised Hessian, at most 4096 "
           "parameters), cg (conjugate gradients), lissa (stochastic Neumann series) or arnoldi (top-k eigenpairs)",
-          choices=SOLVERS),
+          choices=tuple(SOLVERS)),
     Param("subset", "text", "last", "parameters of the Hessian and gradients: last (the head), all, or "
           "comma-separated parameter-name prefixes (e.g. extractor.6,head)"),
     Param("damping", "float", 1e-3, "λ added to the Hessian's diagonal (the model's weight decay makes H + λI the "
@@ -137,43 +128,18 @@ class Influence(Attributor):
         self.names = select_params(self.model, p["subset"])
         self.dim = n_params(self.model, self.names)
         self.small = self.dim <= self.dense_max
-        self.solver = p["solver"]
         self.damping = float(p["damping"])
-        if self.solver == "exact" and not self.small:
-            raise AttrexError(f"solver 'exact' materialises the Hessian, at most {self.dense_max} parameters; subset "
-                              f"{p['subset']!r} has {self.dim}: use solver cg, lissa or arnoldi, or subset 'last'")
-        if self.solver in ("cg", "lissa") and not self.small and self.normalise:
-            raise AttrexError(f"{self.name} needs (H + λI)⁻¹∇ℓ(z_i) for every training point: with {self.solver} over "
-                              f"{self.dim} parameters that is one solve per point; use solver arnoldi, or at most "
-                              f"{self.dense_max} parameters (subset 'last')")
-        if self.solver == "arnoldi" and p["arnoldi_rank"] > p["arnoldi_iters"]:
-            raise AttrexError(f"arnoldi_rank ({p['arnoldi_rank']}) cannot exceed arnoldi_iters ({p['arnoldi_iters']}): "
-                              "each iteration yields at most one eigenpair")
+        self.solver: Solver = SOLVERS[p["solver"]](self)
+        self.solver.check()
         self._loss: MeanLoss | None = None
         self._layout: torch.Tensor | None = None
         self._h_idx: torch.Tensor | None = None
-        self._hessian: torch.Tensor | None = None   # materialised H (at most dense_max parameters)
-        self._lissa_op: torch.Tensor | None = None  # LiSSA's operator on the unit vectors, when needed
-        self._scale: float | None = None            # LiSSA's scale s
-        # restored from the cached precompute (see _restore)
-        self._spectral: SpectralInverse | None = None
-        self._chol: CholeskyInverse | None = None
-        self._grad = self._ihvp = self._proj = self._norms = self._self = None
-        self._blocks: GradBlocks | None = None
 
     # ----- plumbing -------------------------------------------------------------------------------
     @property
     def mode(self) -> str:
-        """How queries are answered.
-
-        ``spectral`` (arnoldi): cached projections of the training gradients on the eigenvectors;
-        ``dense`` (exact, and cg over at most :attr:`dense_max` parameters): cached
-        ``(H + λI)⁻¹ ∇ℓ(z_i)`` for every training point; ``per-query`` (lissa, and cg over more
-        parameters): the test gradients are solved at query time against cached training gradients.
-        """
-        if self.solver == "arnoldi":
-            return "spectral"
-        return "dense" if self.small and self.solver in ("exact", "cg") else "per-query"
+        """How queries are answered: ``dense``, ``per-query`` or ``spectral`` (see :mod:`core.methods.influence_solvers`)."""
+        return self.solver.mode
 
     def cache_key(self) -> str:
         parts = {"method": self.name, "params": self.hparams, "model": self.trained.key, "data": self.data.key,
@@ -215,10 +181,11 @@ class Influence(Attributor):
         out = []
         for start in range(0, len(x), CHUNK):
             blocks = gradient_blocks(self.model, self.names, x[start: start + CHUNK], target[start: start + CHUNK])
-            out.append(self._blocks_flat(blocks))
+            out.append(self.blocks_flat(blocks))
         return torch.cat(out) if out else torch.zeros(0, self.dim, dtype=self.theta.dtype)
 
-    def _blocks_flat(self, blocks: GradBlocks, start: int = 0, stop: int | None = None) -> torch.Tensor:
+    def blocks_flat(self, blocks: GradBlocks, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        """Rows ``start:stop`` of factored gradients as flat gradients ``[rows, D]`` (flat order of :attr:`theta`)."""
         if self._layout is None:
             self._layout = _names_order_layout(self.model, self.names)
         flat = blocks.flat(start, stop)
@@ -226,192 +193,43 @@ class Influence(Attributor):
         out[:, self._layout] = flat
         return out
 
-    def _train_gradients(self, progress: Progress | None) -> torch.Tensor:
-        """All training gradients ``[n, D]`` (only when ``D`` is small)."""
+    def map_training_gradients(self, fn: Callable[[torch.Tensor], torch.Tensor], progress: Progress | None,
+                               at: tuple[float, float], message: str) -> torch.Tensor:
+        """``fn`` of the training gradients, 1,024 rows at a time (never all of them at once but on the head's
+        cached features); progress from ``at[0]`` over ``at[1]``."""
         x, y = self.data.x, self.data.y
         if self.loss.on_features:
-            return self.loss.grads(self.loss.inputs, y)
-        parts = []
+            return fn(self.loss.grads(self.loss.inputs, y))
+        out = []
         for start in range(0, len(x), 1024):
-            parts.append(self.gradients(x[start: start + 1024], y[start: start + 1024]))
+            out.append(fn(self.gradients(x[start: start + 1024], y[start: start + 1024])))
             if progress:
-                progress(0.3 * min(start + 1024, len(x)) / len(x), "training gradients")
-        return torch.cat(parts)
+                progress(at[0] + at[1] * min(start + 1024, len(x)) / len(x), message)
+        return torch.cat(out)
 
     def train_gradient_sum(self, indices: torch.Tensor) -> torch.Tensor:
         """``Σ_{i ∈ indices} ∇ℓ(z_i; θ*)`` ``[D]``."""
         self.fit()
         idx = torch.as_tensor(indices).long()
-        if self._grad is not None:
-            return self._grad[idx].sum(0)
+        if self.solver.grad is not None:
+            return self.solver.grad[idx].sum(0)
         total = torch.zeros(self.dim, dtype=self.theta.dtype)
         for start in range(0, len(idx), CHUNK):
             sel = idx[start: start + CHUNK]
             total += self.gradients(self.data.x[sel], self.data.y[sel]).sum(0)
         return total
 
-    # ----- LiSSA's Hessian estimates -----------------------------------------------------------------
-    def _lissa_full_batch(self) -> bool:
-        b = self.hparams["lissa_batch"]
-        return b == 0 or b >= len(self.hessian_indices())
-
-    def _lissa_hvp_at(self, v: torch.Tensor, step: int) -> torch.Tensor:
-        """Step ``step``'s Hessian estimate times ``v``: a seeded minibatch of the Hessian points, or all of them."""
-        if self._lissa_full_batch():
-            return self._hessian @ v if self._hessian is not None else self.hvp(v)
-        h_idx = self.hessian_indices()
-        g = torch.Generator().manual_seed(self.hparams["seed"] * 1_000_003 + step)
-        return self.loss.hvp(v, h_idx[torch.randperm(len(h_idx), generator=g)[: self.hparams["lissa_batch"]]])
-
-    def _lissa_auto_scale(self) -> float:
-        """``1.5 (μ_max + λ)``, ``μ_max`` the largest eigenvalue of the steps' Hessians: of ``H`` for full-batch
-        steps; for stochastic ones the largest found on 10 sampled minibatches (a minibatch holding a few
-        high-curvature points can exceed ``H``'s top eigenvalue many times, and LiSSA amplifies instead of
-        contracting along a direction whose step eigenvalue exceeds ``2s``)."""
-        dtype, seed = self.theta.dtype, self.hparams["seed"]
-        if self._lissa_full_batch():
-            top = largest_eigenvalue(lambda v: self._lissa_hvp_at(v, 0), self.dim, 20,
-                                     torch.Generator().manual_seed(seed), dtype)
-        else:
-            h_idx, b = self.hessian_indices(), self.hparams["lissa_batch"]
-            top = 0.0
-            for j in range(10):
-                g = torch.Generator().manual_seed(seed * 7919 + 1 + j)
-                sel = h_idx[torch.randperm(len(h_idx), generator=g)[:b]]
-                top = max(top, largest_eigenvalue(lambda v, sel=sel: self.loss.hvp(v, sel), self.dim, 10, g, dtype))
-        return 1.5 * (top + self.damping)
-
-    def _run_lissa(self, b: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        p = self.hparams
-        x, info = lissa(self._lissa_hvp_at, b, self.damping, self._scale, p["lissa_depth"], p["lissa_repeats"])
-        return x, info.as_dict()
-
-    def _lissa_operator(self) -> torch.Tensor:
-        """LiSSA's linear operator ``P [D, D]``, run on the ``D`` unit vectors (same minibatch sequence as queries)."""
-        if self._lissa_op is None:
-            op, linfo = self._run_lissa(torch.eye(self.dim, dtype=self.theta.dtype))
-            self._lissa_op = op
-            self.info["lissa_operator"] = linfo
-        return self._lissa_op
-
     # ----- precompute ---------------------------------------------------------------------------------
     def _compute(self, progress):
-        p = self.hparams
         say = progress or (lambda fraction, message: None)
-        loss = self.loss
-        h_idx = self.hessian_indices()
-        dtype = self.theta.dtype
-        info: dict = {"parameters": self.dim, "mode": self.mode, "hessian_points": len(h_idx), "damping": self.damping}
+        info: dict = {"parameters": self.dim, "mode": self.mode, "hessian_points": len(self.hessian_indices()),
+                      "damping": self.damping}
         tensors: dict[str, torch.Tensor] = {}
-        meta = {"info": info, "names": self.names, "mode": self.mode, "small": self.small}
-        self._hessian = self._lissa_op = None
-
-        if self.solver == "arnoldi":
-            say(0.05, f"Arnoldi iteration ({p['arnoldi_iters']} Hessian-vector products)")
-            g = torch.Generator().manual_seed(p["seed"])
-            mu, vecs, ainfo = arnoldi(lambda v: loss.hvp(v, h_idx), self.dim, p["arnoldi_iters"], p["arnoldi_rank"],
-                                      g, dtype)
-            spectral = SpectralInverse(mu, vecs, self.damping)
-            spectral.check_invertible()
-            info["arnoldi"] = ainfo.as_dict()
-            info.update(max_eigenvalue=float(mu.max()), min_kept_eigenvalue=float(mu.min()),
-                        negative_eigenvalues=int((mu < 0).sum()), rank=len(mu))
-            tensors["spectral/eigvals"], tensors["spectral/eigvecs"] = mu.contiguous(), vecs.contiguous()
-            say(0.5, "training gradients in the eigenbasis")
-            tensors["train/proj"] = self._project_training(spectral, progress).contiguous()
-            return tensors, meta
-
-        if not self.small:
-            probe = gradient_blocks(self.model, self.names, self.data.x[:1], self.data.y[:1])
-            gb = probe.width * len(self.data) * self.theta.element_size() / 1e9
-            if gb > p["max_gb"]:
-                raise AttrexError(f"{self.name} would cache {gb:.1f} GB of training gradients (max_gb={p['max_gb']}); "
-                                  "use solver arnoldi or a smaller parameter subset")
-            say(0.05, "training gradients (factored)")
-            blocks = GradBlocks.cat([gradient_blocks(self.model, self.names, self.data.x[s: s + 1024],
-                                                     self.data.y[s: s + 1024]) for s in range(0, len(self.data), 1024)])
-            tensors.update(blocks.to_tensors("train/blocks"))
-        else:
-            say(0.05, "training gradients")
-            grads = self._train_gradients(progress)
-            tensors["train/grad"] = grads.contiguous()
-            if self.solver in ("exact", "cg") or self._lissa_full_batch():
-                say(0.3, "Hessian")
-                self._hessian = loss.hessian(h_idx, max_dim=self.dense_max)
-                info["max_eigenvalue"] = largest_eigenvalue(lambda v: self._hessian @ v, self.dim, 30,
-                                                            torch.Generator().manual_seed(p["seed"]), dtype)
-        if self.solver == "lissa":
-            say(0.4, "LiSSA scale")
-            self._scale = p["lissa_scale"] or self._lissa_auto_scale()
-            info["lissa_scale"] = self._scale
-            if self._hessian is not None:
-                tensors["hessian"] = self._hessian.contiguous()
-            if self.normalise and self.small:      # RelatIF's norms need P ∇ℓ(z_i) for every training point
-                say(0.5, f"LiSSA on {self.dim} unit vectors")
-                tensors["lissa/operator"] = self._lissa_operator().contiguous()
-                info["lissa_operator"] = self.info.pop("lissa_operator")
-            return tensors, meta
-        if self.solver == "cg" and not self.small:
-            return tensors, meta
-
-        if self.solver == "exact":
-            say(0.6, "Cholesky factorisation")
-            chol = CholeskyInverse.from_hessian(self._hessian, self.damping)
-            tensors["exact/cholesky"] = chol.factor.contiguous()
-            ihvp = chol(grads.T).T
-        else:
-            say(0.5, f"conjugate gradients on {len(grads)} training gradients")
-            h = self._hessian
-            tensors["hessian"] = h.contiguous()
-            parts, infos = [], []
-            for start in range(0, len(grads), 2048):
-                x, cinfo = conjugate_gradient(lambda v: h @ v, grads[start: start + 2048].T, self.damping,
-                                              p["cg_iters"], p["cg_tol"])
-                parts.append(x.T)
-                infos.append(cinfo.as_dict())
-                say(0.5 + 0.45 * min(start + 2048, len(grads)) / len(grads), "conjugate gradients")
-            ihvp = torch.cat(parts)
-            info["cg"] = {"iterations": max(i["iterations"] for i in infos),
-                          "max_relative_residual": max(i["max_relative_residual"] for i in infos),
-                          "converged": sum(i["converged"] for i in infos), "columns": len(grads),
-                          "negative_curvature": sum(i["negative_curvature"] for i in infos)}
-        tensors["train/ihvp"] = ihvp.contiguous()
-        return tensors, meta
-
-    def _project_training(self, spectral: SpectralInverse, progress: Progress | None) -> torch.Tensor:
-        """Training gradients in the eigenbasis ``G Q`` ``[n, k]``, chunk by chunk (never all of ``G`` at once)."""
-        x, y = self.data.x, self.data.y
-        if self.loss.on_features:
-            return spectral.project(self.loss.grads(self.loss.inputs, y))
-        out = []
-        for start in range(0, len(x), 1024):
-            out.append(spectral.project(self.gradients(x[start: start + 1024], y[start: start + 1024])))
-            if progress:
-                progress(0.5 + 0.45 * min(start + 1024, len(x)) / len(x), "training gradients in the eigenbasis")
-        return torch.cat(out)
+        self.solver.precompute(tensors, info, say, progress)
+        return tensors, {"info": info, "names": self.names, "mode": self.mode, "small": self.small}
 
     def _restore(self, tensors, meta):
-        self._spectral = None
-        if "spectral/eigvals" in tensors:
-            self._spectral = SpectralInverse(tensors["spectral/eigvals"], tensors["spectral/eigvecs"], self.damping)
-        self._chol = CholeskyInverse(tensors["exact/cholesky"], self.damping) if "exact/cholesky" in tensors else None
-        self._grad = tensors.get("train/grad")
-        self._ihvp = tensors.get("train/ihvp")
-        self._proj = tensors.get("train/proj")
-        self._hessian = tensors.get("hessian")
-        self._lissa_op = tensors.get("lissa/operator")
-        self._blocks = GradBlocks.from_tensors(tensors, "train/blocks") if "train/blocks/dense" in tensors else None
-        self._scale = meta["info"].get("lissa_scale")
-        self._self = None
-        # ‖(H + λI)⁻¹ ∇ℓ(z_i)‖ per training point, for RelatIF
-        if self._proj is not None:
-            self._norms = (self._proj * self._spectral.weights).norm(dim=1)
-        elif self._ihvp is not None:
-            self._norms = self._ihvp.norm(dim=1)
-        elif self._lissa_op is not None:
-            self._norms = (self._grad @ self._lissa_op.T).norm(dim=1)
-        else:
-            self._norms = None
+        self.solver.restore(tensors, meta)
 
     def _validate(self, tensors, meta):
         super()._validate(tensors, meta)
@@ -423,61 +241,20 @@ class Influence(Attributor):
         if not all(torch.isfinite(t).all() for t in tensors.values()):
             raise ValueError("cached influence state holds NaN or infinite values")
 
-    # ----- the inverse ----------------------------------------------------------------------------------
+    # ----- the inverse and the queries ------------------------------------------------------------------
     def inverse(self, b: torch.Tensor) -> torch.Tensor:
         """``(H + λI)⁻¹ b`` by the chosen solver, for ``b [D]`` or ``[D, m]`` (solver diagnostics: ``info["last_solve"]``)."""
         self.fit()
-        if self._spectral is not None:
-            return self._spectral(b)
-        if self._chol is not None:
-            return self._chol(b)
-        if self.solver == "cg":
-            op = (lambda v: self._hessian @ v) if self._hessian is not None else self.hvp
-            x, cinfo = conjugate_gradient(op, b, self.damping, self.hparams["cg_iters"], self.hparams["cg_tol"])
-            self.info["last_solve"] = cinfo.as_dict()
-            return x
-        x, linfo = self._run_lissa(b)
-        self.info["last_solve"] = linfo
-        return x
+        return self.solver.inverse(b)
 
-    # ----- queries --------------------------------------------------------------------------------------
+    def _normalised(self, s: torch.Tensor) -> torch.Tensor:
+        return s / self.solver.norms.clamp_min(torch.finfo(s.dtype).tiny) if self.normalise else s
+
     def _scores(self, x, target):
-        g = self.gradients(x, target)
-        if self._proj is not None:
-            s = (self._spectral.project(g) * self._spectral.weights) @ self._proj.T
-        elif self._ihvp is not None:
-            s = g @ self._ihvp.T
-        else:
-            s = self._train_dot(self.inverse(g.T))
-        if self.normalise:
-            s = s / self._norms.clamp_min(torch.finfo(s.dtype).tiny)
-        return s
-
-    def _train_dot(self, v: torch.Tensor) -> torch.Tensor:
-        """``vᵀ ∇ℓ(z_i)`` for every training point, ``[m, n]``, for solved test vectors ``v [D, m]``."""
-        if self._grad is not None:
-            return (self._grad @ v).T
-        out = []
-        for start in range(0, len(self._blocks), CHUNK):
-            out.append(self._blocks_flat(self._blocks, start, start + CHUNK) @ v)
-        return torch.cat(out).T
+        return self._normalised(self.solver.scores(self.gradients(x, target)))
 
     def _self_scores(self):
-        if self._proj is not None:
-            s = (self._proj.pow(2) * self._spectral.weights).sum(1)
-        elif self._ihvp is not None:
-            s = (self._grad * self._ihvp).sum(1)
-        elif self._grad is not None:
-            # LiSSA over few parameters: g_iᵀ P g_i through its operator, computed once on the unit vectors
-            if self._self is None:
-                self._self = (self._grad * (self._grad @ self._lissa_operator().T)).sum(1)
-            s = self._self
-        else:
-            raise AttrexError(f"self-influence with solver {self.solver} over {self.dim} parameters needs one solve per "
-                              f"training point; use solver arnoldi, or at most {self.dense_max} parameters (subset 'last')")
-        if self.normalise:
-            s = s / self._norms.clamp_min(torch.finfo(s.dtype).tiny)
-        return s
+        return self._normalised(self.solver.self_scores())
 
 
 @register

@@ -273,11 +273,6 @@ class RepresenterL2(LastLayerMethod):
         if tensors.get("train/alpha") is None or tensors["train/alpha"].shape != (len(self.data), self.data.n_classes):
             raise ValueError("cached α has the wrong shape")
 
-    def representer_logits(self, x: torch.Tensor) -> torch.Tensor:
-        """``Σ_i α_i f̃_iᵀ f̃(x)``: the retrained layer's logits rebuilt from the training points, ``[m, K]``."""
-        self.fit()
-        return penultimate_with_bias(self.model, x) @ (self._alpha.T @ self._feats).T
-
     def _scores(self, x, target):
         kernel = penultimate_with_bias(self.model, x) @ self._feats.T             # [m, n]: f̃(x')ᵀ f̃_i
         return (kernel * self._alpha[:, target].T).float()                # α_{i,c} f̃_iᵀ f̃(x')
@@ -396,11 +391,6 @@ class RepresenterLJE(LastLayerMethod):
             return (first - second) / n
         second = (torch.einsum("tka,ia->tik", u, self._feats) * self._g[None]).sum(-1)   # g_iᵀ U f̃_i
         return (first[:, None] - second) / n
-
-    def lje_logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits of the expanded layer ``W_LJE`` at ``x``, ``[m, K]`` (what the scores sum to)."""
-        self.fit()
-        return penultimate_with_bias(self.model, x) @ self.layer.T
 
     def _scores(self, x, target):
         return self._score_rows(penultimate_with_bias(self.model, x), target).float()
