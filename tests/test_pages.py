@@ -92,6 +92,29 @@ def test_mislabels_page_scores_methods_exports_and_retrains(small):
     assert shown.delta == f"{100 * (after.test_accuracy - trained.test_accuracy):+.1f} points"
 
 
+def test_a_retrain_asked_for_on_one_scenario_is_not_shown_on_another(small):
+    from explorer import state
+
+    sc, trained = small("mnist-noisy")
+    at = page("mnist-noisy", nav.MISLABELS.script, **{session.MISLABEL_METHODS: ["loss"]})
+    top = create("loss", trained, TrainingData.of(sc)).fit().self_scores().argsort(descending=True)[:24]
+    at.button[[b.label for b in at.button].index("Retrain without these 24")].click().run()
+    wait_for_jobs(at)
+    assert "Retrained without 24 point(s)" in texts(at)
+    (asked, request), = at.session_state[session.RETRAIN].items()  # the ids the page ranked on this model
+    assert asked[0].scenario == "mnist-noisy" and request == (tuple(top.tolist()), ())
+    # another scenario: its ids name other points, so the request stays with its own scenario
+    at.selectbox(key=session.SCENARIO).select("mnist").run()
+    wait_for_jobs(at)
+    assert plain(at.title[0].value) == "Mislabels · mnist · seed 0"
+    assert "Retrain without these 24" in [b.label for b in at.button]  # the page could retrain here
+    assert "Retrained" not in texts(at) and not any(m.label == "Test accuracy" for m in at.main.metric)
+    assert not [k for k in state.runner().jobs if k[0] == "retrain" and k[1].scenario == "mnist"]
+    at.selectbox(key=session.SCENARIO).select("mnist-noisy").run()  # back: its request is shown again
+    wait_for_jobs(at)
+    assert "Retrained without 24 point(s)" in texts(at)
+
+
 def test_backdoor_page_defaults_to_the_method_that_measures_best(small, monkeypatch):
     import explorer.backdoor as backdoor
 
