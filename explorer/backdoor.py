@@ -159,7 +159,7 @@ def _flia(sc, trained, selection, ids: list[int]) -> None:
     if not len(hits):
         return
     st.markdown("**Where in these images the influence sits** · FLIA for a triggered test sample")
-    row = int(st.selectbox("Triggered test sample", hits[:20].tolist(), key=session.BACKDOOR_SAMPLE,
+    row = int(st.selectbox("Triggered test sample", hits[:20].tolist(), key=session.backdoor_sample(sc.spec.name),
                            format_func=lambda r: f"#{int(sc.truth.triggered_test_ids[r])}"))
     x_test = sc.test_split("triggered")[0][row]
     scale = 4 if sc.input_shape[-1] <= 28 else 3

@@ -74,7 +74,7 @@ def _side_by_side(sc, selection, fitted: dict, scores: dict[str, np.ndarray], ro
     names = list(fitted)
     c1, c2, c3 = st.columns(3)
     j = int(c1.selectbox("Test sample", range(len(rows)), format_func=lambda i: f"#{rows[i]}",
-                         key=session.COMPARE_SAMPLE))
+                         key=session.compare_sample(sc.spec.name)))
     a = c2.selectbox("Left", names, index=0, key=session.COMPARE_A, format_func=lambda m: REGISTRY[m].title)
     b = c3.selectbox("Right", names, index=1, key=session.COMPARE_B, format_func=lambda m: REGISTRY[m].title)
     top = {m: np.argsort(-scores[m][j], kind="stable")[:K] for m in (a, b)}

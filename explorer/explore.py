@@ -45,7 +45,8 @@ def _own_input(sc: Scenario, trained: TrainedModel, selection: state.Selection) 
     """Upload an image (or type a text) and explain it like a test sample. Returns the attribution panel's
     arguments ``(split, row, test_id, true label, predicted)`` while one is being explained, else ``None``."""
     kind = "image" if sc.kind == "image" else "text"
-    active = st.session_state.get(session.CUSTOM_ACTIVE)
+    active_key = session.custom_active(sc.spec.name)
+    active = st.session_state.get(active_key)
     with st.expander(f"Explain your own {kind}", expanded=active is not None):
         with st.form(session.own_input_form(sc.spec.name), border=False):
             if kind == "image":
@@ -74,8 +75,7 @@ def _own_input(sc: Scenario, trained: TrainedModel, selection: state.Selection) 
             else:
                 digest = int(hashlib.sha256(x.numpy().tobytes()).hexdigest()[:12], 16)
                 st.session_state.setdefault(session.CUSTOM_INPUTS, {})[digest] = x
-                st.session_state[session.CUSTOM_ACTIVE] = (digest, note, (text or "") if kind == "text" else "")
-                active = st.session_state[session.CUSTOM_ACTIVE]
+                active = st.session_state[active_key] = (digest, note, (text or "") if kind == "text" else "")
     if active is None:
         return None
     digest, note, typed = active
@@ -91,7 +91,7 @@ def _own_input(sc: Scenario, trained: TrainedModel, selection: state.Selection) 
             st.markdown(token_strip(tokenize(typed), set(sc.vocab)), unsafe_allow_html=True)
         if note:
             st.caption(inert(note))
-        st.button("Back to the test samples", on_click=st.session_state.pop, args=(session.CUSTOM_ACTIVE, None))
+        st.button("Back to the test samples", on_click=st.session_state.pop, args=(active_key, None))
     with right:
         names = sc.class_names
         st.markdown(badge(f"predicted {names[pred]} · {p[pred]:.1%}", "green"))

@@ -31,7 +31,6 @@ PAIRS = "pairs"                # the open pair views by scenario, oldest first (
 MAX_PAIRS = 3                  # open pair views at once; opening another closes the oldest
 # a person's own inputs (digest -> tensor) and the one being explained
 CUSTOM_INPUTS = "custom-inputs"
-CUSTOM_ACTIVE = "custom-active"
 CUSTOM_UPLOAD = "custom-upload"
 CUSTOM_TEXT = "custom-text"
 # evaluations finished in this session, by (selection, methods, tasks, settings)
@@ -45,7 +44,7 @@ RETRAIN = "retrain"            # the retraining asked for on a page, by selectio
 # the Backdoor page
 BACKDOOR_METHOD = "backdoor-method"
 BACKDOOR_EXTRA = "backdoor-method-extra"  # the methods measured besides the candidates
-BACKDOOR_SAMPLE = "backdoor-sample"
+BACKDOOR_SAMPLE = "backdoor-sample"  # a prefix: see backdoor_sample
 BACKDOOR_FLAGGED = "backdoor-flagged"  # a prefix: see backdoor_flagged
 # the Evaluate page
 EVAL_FORM = "evaluate-form"
@@ -58,7 +57,7 @@ FLAGGED_PICK = "flagged-pick"  # which flagged list Explore marks
 FLAGGED_ONLY = "flagged-only"  # Explore lists only flagged proponents and opponents
 # the Compare page
 COMPARE_METHODS = "compare-a-methods"
-COMPARE_SAMPLE = "compare-a-sample"
+COMPARE_SAMPLE = "compare-a-sample"  # a prefix: see compare_sample
 COMPARE_A = "compare-a"
 COMPARE_B = "compare-b"
 # the Cache page
@@ -158,6 +157,22 @@ def table(scenario: str, view: str) -> str:
 def own_input_form(scenario: str) -> str:
     """Explore's form for a person's own image or text (one per scenario: its input shape)."""
     return f"own-{scenario}"
+
+
+def custom_active(scenario: str) -> str:
+    """The person's input being explained on ``scenario`` (digest, note, typed text): each scenario its own, as an
+    input fits one scenario's model."""
+    return f"custom-active-{scenario}"
+
+
+def backdoor_sample(scenario: str) -> str:
+    """The Backdoor page's triggered test sample (a row of ``scenario``'s triggered split)."""
+    return f"{BACKDOOR_SAMPLE}-{scenario}"
+
+
+def compare_sample(scenario: str) -> str:
+    """The Compare page's test sample (an index into ``scenario``'s spread of test points)."""
+    return f"{COMPARE_SAMPLE}-{scenario}"
 
 
 def compare_points(scenario: str) -> str:

@@ -225,6 +225,29 @@ def test_typing_a_text_explains_it_like_a_test_sample(small):
     assert "Your input" not in texts(at) and "Test #0" in texts(at)
 
 
+def test_a_typed_text_stays_with_its_scenario(small):
+    from core.data.inputs import text_input
+    from core.models import predict_proba
+
+    sc, trained = small("agnews")
+    small("mnist")
+    at = page("agnews", nav.EXPLORE.script, query={"methods": "dualview"})
+    words = " ".join(sc.vocab[20:26])
+    at.text_input(key=session.CUSTOM_TEXT).input(words)
+    at.button[[b.label for b in at.button].index("Explain it")].click().run()
+    wait_for_jobs(at)
+    pred = int(predict_proba(trained.model, text_input(words, sc)[0][None])[0].argmax())
+    assert "Your input" in texts(at) and f"predicted {sc.class_names[pred]}" in plain(texts(at))
+    # an image scenario: the text fits no image model, so its page shows its own test samples
+    at.selectbox(key=session.SCENARIO).select("mnist").run()
+    wait_for_jobs(at)
+    assert plain(at.title[0].value) == "Explore · mnist · seed 0"
+    assert "Your input" not in texts(at) and "Test #0" in texts(at)
+    at.selectbox(key=session.SCENARIO).select("agnews").run()  # back: the text is still being explained
+    wait_for_jobs(at)
+    assert "Your input" in texts(at) and f"predicted {sc.class_names[pred]}" in plain(texts(at))
+
+
 def test_your_data_in_the_sidebar_loads_a_model_explains_and_refuses_bad_paths(tmp_path):
     """A person's image folder and model (paths typed in the sidebar): Explore explains a test sample with
     the default method on their checkpoints; the Mislabels page scores against their known-bad list; a
