@@ -353,3 +353,36 @@ def test_a_pair_view_shows_what_was_planted_on_its_training_point(backdoor_train
     assert not at.exception, at.exception
     header = next(m.value for m in at.markdown if f"Pair view: test #0 and training #{poisoned}" in m.value)
     assert f"poisoned, was {was}" in header
+
+
+def test_each_page_is_one_module_that_draws_itself():
+    """explorer/nav.py's table: each page's file is its module, which ends by drawing that page (and no other)."""
+    import importlib
+
+    from explorer import nav
+
+    names = {page: name for name, page in vars(nav).items() if isinstance(page, nav.Page)}
+    assert set(names) == set(nav.PAGES)
+    for page in nav.PAGES:
+        path = Path(APP).parent / page.script
+        assert callable(importlib.import_module(f"explorer.{page.module}").render)
+        assert path.read_text().rstrip().endswith(f"nav.run(nav.{names[page]})"), path
+    assert len({p.url for p in nav.PAGES}) == len({p.title for p in nav.PAGES}) == len(nav.PAGES)
+
+
+def test_a_job_buttons_key_is_the_same_in_every_process():
+    """Keys built from a job's key use a digest, not ``hash`` (salted per process): two processes agree."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("from core.evaluation import Settings; from core.models import default_config; "
+            "from explorer import session; from explorer.state import Selection; "
+            "print(session.job_button('retry', ('evaluate', Selection('mnist', 3, default_config('mnist')), "
+            "('loss',), ('mislabel',), Settings())))")
+    keys = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                           cwd=Path(APP).parents[1], env={**os.environ, "PYTHONHASHSEED": seed}).stdout.strip()
+            for seed in ("1", "2")}
+    assert len(keys) == 1 and next(iter(keys)).startswith("retry-")
+    other = session.job_button("retry", ("evaluate", "another"))
+    assert other.startswith("retry-") and other not in keys
