@@ -29,7 +29,7 @@ EXPLAIN = "explain"
 TOP_K = "top-k"
 PAIRS = "pairs"                # the open pair views by scenario, oldest first ({scenario: tuple of OpenPair})
 MAX_PAIRS = 3                  # open pair views at once; opening another closes the oldest
-# a person's own inputs (digest -> tensor) and the one being explained
+# a person's own inputs (digest -> tensor); the one being explained is custom_active(scenario)
 CUSTOM_INPUTS = "custom-inputs"
 CUSTOM_UPLOAD = "custom-upload"
 CUSTOM_TEXT = "custom-text"
