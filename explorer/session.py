@@ -145,8 +145,13 @@ def sample(scenario: str, split_name: str) -> str:
     return f"sample-{scenario}-{split_name}"
 
 
+def picks(scenario: str, split_name: str) -> str:
+    """The start of the keys of the gallery's buttons of a test split (:func:`pick`)."""
+    return f"pick-{scenario}-{split_name}-"
+
+
 def pick(scenario: str, split_name: str, row: int) -> str:
-    return f"pick-{scenario}-{split_name}-{row}"
+    return f"{picks(scenario, split_name)}{row}"
 
 
 def table(scenario: str, view: str) -> str:

@@ -28,7 +28,7 @@ def test_explore_page_shows_the_default_scenario_and_its_model(app, default_trai
     assert app.selectbox(key=session.SCENARIO).value == "mnist"
     metric = next(m for m in app.metric if m.label == "Test accuracy")
     assert metric.value == f"{default_trained.test_accuracy:.1%}"
-    picks = [b for b in app.button if b.key and b.key.startswith("pick-mnist-clean-")]
+    picks = [b for b in app.button if b.key and b.key.startswith(session.picks("mnist", "clean"))]
     assert len(picks) == 40  # one page of the gallery
     assert "Test #0" in _texts(app)
 
@@ -45,7 +45,7 @@ def test_misclassified_filter(app, default_trained, default_mnist):
     wrong = int((predict(default_trained.model, default_mnist.x_test).argmax(1) != default_mnist.y_test).sum())
     app.selectbox(key=session.show("mnist")).select("misclassified").run()
     assert not app.exception
-    picks = [b for b in app.button if b.key and b.key.startswith("pick-mnist-clean-")]
+    picks = [b for b in app.button if b.key and b.key.startswith(session.picks("mnist", "clean"))]
     assert len(picks) == min(wrong, 40)
     assert f"**{wrong:,}** of 1,000 samples shown" in _texts(app)
 

@@ -378,7 +378,7 @@ def test_explore_shows_the_samples_and_their_labels_while_the_model_trains(small
     at.run()
     assert not at.exception, at.exception
     assert state.runner().busy(), "the model should still be training when the first run returns"
-    picks = [b for b in at.button if b.key and b.key.startswith("pick-fashion-mnist-clean-")]
+    picks = [b for b in at.button if b.key and b.key.startswith(session.picks("fashion-mnist", "clean"))]
     assert len(picks) == min(40, N_TEST)
     first = sc.class_names[int(sc.y_test[sc.test_ids("clean")[0]])]
     assert f"true {first}" in [c.value for c in at.caption]
