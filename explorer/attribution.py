@@ -14,12 +14,11 @@ import streamlit as st
 
 from core.data import Scenario
 from core.errors import AttrexError
-from core.jobs import Job
 from core.methods import REGISTRY, Param
 from core.methods.defaults import JOBS
 from core.models import TrainedModel
-from explorer import components, links, pair, session, state
-from explorer.components import controls, flags_markdown, job_panel
+from explorer import components, links, nav, pair, session, state
+from explorer.components import controls, flags_markdown, ready
 from explorer.render import inert, test_name, to_image
 
 MAX_METHODS = 3
@@ -67,8 +66,8 @@ def _flagged_filter(sc: Scenario) -> tuple[set[int], bool]:
     only them. Without a flagged list, a hint where to make one."""
     lists = session.flagged(sc.spec.name)
     if not lists:
-        st.caption("Flag suspicious training points on the **Mislabels** or **Backdoor** page to mark them here, or "
-                   "to list only them.")
+        st.caption(f"Flag suspicious training points on the **{nav.MISLABELS.title}** or **{nav.BACKDOOR.title}** "
+                   "page to mark them here, or to list only them.")
         return set(), False
     c1, c2 = st.columns([3, 1.3], vertical_alignment="bottom")
     pick = c1.selectbox("Mark flagged points", ["none", *lists], key=session.FLAGGED_PICK,
@@ -129,13 +128,12 @@ def _method_block(sc: Scenario, trained: TrainedModel, selection: state.Selectio
     params = _parameters(name, lambda p: state.check_method(selection, trained, name, p))
     links.write_params(name, params)
     try:
-        method = state.method_or_job(selection, trained, name, params)
+        method = ready(state.method_or_job(selection, trained, name, params), "The precompute",
+                       f"Precomputing **{cls.title}** for this model (once; it is cached on disk).")
     except AttrexError as exc:
         st.error(f"{cls.title} cannot run here: {inert(exc)}")
         return
-    if isinstance(method, Job):
-        job_panel(method, "The precompute", f"Precomputing **{cls.title}** for this model (once; it is cached on "
-                  "disk).", retry_key=session.retry(name))
+    if method is None:
         return
     try:
         t0 = time.perf_counter()

@@ -20,7 +20,7 @@ from core.evaluation import Settings, TaskResult
 from core.features.render import outline, overlay
 from core.methods import REGISTRY
 from core.metrics.backdoor import trigger_direction, trigger_mass_ratio
-from explorer import session, state
+from explorer import nav, session, state
 from explorer.components import (
     card_columns,
     evaluation_panel,
@@ -39,7 +39,7 @@ COLUMNS = 8
 
 
 def render() -> None:
-    selection, sc, trained = scenario_and_model("Backdoor")
+    selection, sc, trained = scenario_and_model(nav.BACKDOOR)
     t = sc.truth
     if t.poisoned_ids is None:
         backdoors = [n for n, s in PRESETS.items() if s.corruption is not None and "poison_rate" in s.corruption.params()]
@@ -57,7 +57,7 @@ def render() -> None:
     cols[3].metric("Target class", inert(names[t.target_class]))
 
     extra = st.multiselect("Also measure", [m for m, c in REGISTRY.items() if c.per_test and m not in CANDIDATES],
-                           key=session.BACKDOOR_METHOD + "-extra", format_func=lambda m: REGISTRY[m].title,
+                           key=session.BACKDOOR_EXTRA, format_func=lambda m: REGISTRY[m].title,
                            help="Slower methods (exact TracIn, TRAK, influence functions, ...): each precomputes once.")
     methods = CANDIDATES + tuple(extra)
     result = evaluation_panel(selection, trained, methods, ("backdoor",), "backdoor detection", SETTINGS)
@@ -101,7 +101,8 @@ def _ranking(sc, trained, selection, method: str, r: TaskResult, ranking: np.nda
     poisoned = set(sc.truth.poisoned_ids.tolist())
     st.subheader("The training set ranked by suspicion")
     if ranking is None:
-        st.warning("The ranking of this evaluation is not in the cache any more; rerun it from the Evaluate page.")
+        st.warning(f"The ranking of this evaluation is not in the cache any more; rerun it from the "
+                   f"{nav.EVALUATE.title} page.")
         return
     left, right = st.columns([1, 1.3], gap="large")
     with left:
@@ -116,19 +117,19 @@ def _ranking(sc, trained, selection, method: str, r: TaskResult, ranking: np.nda
     order = np.argsort(-ranking, kind="stable")
     with right:
         k = int(st.number_input("Flag the top", min_value=1, max_value=len(order), value=len(poisoned), step=10,
-                                key=f"{session.BACKDOOR_FLAGGED}-{sc.spec.name}",  # its range is the scenario's
+                                key=session.backdoor_flagged(sc.spec.name),
                                 help="How many of the highest-ranked training points to flag (default: as many as "
                                      "were poisoned)"))
         flagged = order[:k]
-        session.flag(sc.spec.name, "Backdoor", f"top {k} by {REGISTRY[method].title}", flagged)
+        session.flag(sc.spec.name, nav.BACKDOOR.title, f"top {k} by {REGISTRY[method].title}", flagged)
         hits = sum(int(i) in poisoned for i in flagged)
         st.markdown(f"**{hits} of {k}** flagged points are poisoned; {hits / len(poisoned):.0%} of the poison is "
                     "flagged.")
         if not trained.retrainable:
             st.caption("Retraining needs the model's recipe, which attrex knows only for models it trained.")
         elif st.button(f"Retrain without the {k} flagged points", width="stretch"):
-            st.session_state[session.RETRAIN] = {"backdoor": (tuple(int(i) for i in flagged), ())}
-        asked = st.session_state.get(session.RETRAIN, {}).get("backdoor")
+            session.ask_retrain(selection, nav.BACKDOOR.title, drop=tuple(int(i) for i in flagged))
+        asked = session.retrain_asked(selection, nav.BACKDOOR.title)
         if asked:
             retrain_panel(selection, trained, *asked)
     top = order[:COLUMNS].tolist()
@@ -158,7 +159,7 @@ def _flia(sc, trained, selection, ids: list[int]) -> None:
     if not len(hits):
         return
     st.markdown("**Where in these images the influence sits** · FLIA for a triggered test sample")
-    row = int(st.selectbox("Triggered test sample", hits[:20].tolist(), key=session.BACKDOOR_SAMPLE,
+    row = int(st.selectbox("Triggered test sample", hits[:20].tolist(), key=session.backdoor_sample(sc.spec.name),
                            format_func=lambda r: f"#{int(sc.truth.triggered_test_ids[r])}"))
     x_test = sc.test_split("triggered")[0][row]
     scale = 4 if sc.input_shape[-1] <= 28 else 3
@@ -192,3 +193,7 @@ def _flia(sc, trained, selection, ids: list[int]) -> None:
         col.image(framed(overlay(sc.x_train[i], f["heatmap"], False, scale)), caption=f"#{i}{ratio}", width="stretch")
     if not local:
         st.caption("This trigger is blended over the whole image, so there is no region to outline or measure.")
+
+
+if __name__ == "__main__":  # Streamlit runs this file as the page (explorer/nav.py)
+    nav.run(nav.BACKDOOR)

@@ -16,7 +16,7 @@ from core.errors import AttrexError
 from core.methods import REGISTRY
 from core.methods.defaults import JOBS
 from core.metrics import agreement
-from explorer import session, state
+from explorer import nav, session, state
 from explorer.components import card_columns, fitted_methods, flags_markdown, scenario_and_model
 from explorer.render import inert, to_image
 
@@ -24,14 +24,14 @@ K = 8
 
 
 def render() -> None:
-    selection, sc, trained = scenario_and_model("Compare")
+    selection, sc, trained = scenario_and_model(nav.COMPARE)
     job = JOBS["compare"]
     c1, c2 = st.columns([3, 1])
     methods = c1.multiselect("Methods", job.offered(), default=list(job.methods), max_selections=6, select_all=False,
-                             key=session.COMPARE_A + "-methods", format_func=lambda m: REGISTRY[m].title)
+                             key=session.COMPARE_METHODS, format_func=lambda m: REGISTRY[m].title)
     most = min(500, len(sc.y_test))  # a person's data may hold fewer than 50 test points
     n_points = int(c2.number_input("Test points", min_value=min(5, most), max_value=most, value=min(50, most), step=5,
-                                   key=f"{session.COMPARE_A}-points-{sc.spec.name}",  # its range is the scenario's
+                                   key=session.compare_points(sc.spec.name),
                                    help="Agreement is averaged over this many test points, spread over the test set"))
     if len(methods) < 2:
         st.info("Pick at least two methods to compare.")
@@ -74,7 +74,7 @@ def _side_by_side(sc, selection, fitted: dict, scores: dict[str, np.ndarray], ro
     names = list(fitted)
     c1, c2, c3 = st.columns(3)
     j = int(c1.selectbox("Test sample", range(len(rows)), format_func=lambda i: f"#{rows[i]}",
-                         key=session.COMPARE_A + "-sample"))
+                         key=session.compare_sample(sc.spec.name)))
     a = c2.selectbox("Left", names, index=0, key=session.COMPARE_A, format_func=lambda m: REGISTRY[m].title)
     b = c3.selectbox("Right", names, index=1, key=session.COMPARE_B, format_func=lambda m: REGISTRY[m].title)
     top = {m: np.argsort(-scores[m][j], kind="stable")[:K] for m in (a, b)}
@@ -96,3 +96,7 @@ def _side_by_side(sc, selection, fitted: dict, scores: dict[str, np.ndarray], ro
                 st.dataframe({"": ["●" if i in shared else "" for i in top[m]], "id": top[m].tolist(),
                               "label": [sc.class_names[int(sc.y_train[i])] for i in top[m]],
                               "text": [sc.texts_train[i][:120] for i in top[m]]}, hide_index=True, width="stretch")
+
+
+if __name__ == "__main__":  # Streamlit runs this file as the page (explorer/nav.py)
+    nav.run(nav.COMPARE)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Hashable
+from typing import TypeVar
 
 import streamlit as st
 
@@ -13,10 +13,11 @@ from core.errors import AttrexError
 from core.evaluation import EvaluationResult
 from core.jobs import Job
 from core.models import TrainedModel
-from explorer import access, session, state
+from explorer import access, nav, session, state
 from explorer.render import GROUND_TRUTH_COLOURS, badge, inert
 from explorer.sidebar import model_status, pick_scenario
 
+T = TypeVar("T")
 POLL_SECONDS = 3.0  # each open page's progress update costs the work it waits for (see the app's timings in benchmarks/README.md)
 
 
@@ -25,7 +26,7 @@ def job_progress(job: Job, explanation: str) -> None:
     at its next progress report."""
     row = st.container(horizontal=True, vertical_alignment="center")  # the button keeps its width; the note takes the rest
     row.info(explanation)
-    row.button("Cancel", key=f"cancel-{hash(job.key)}", on_click=state.cancel_job, args=(job.key,),
+    row.button("Cancel", key=session.job_button("cancel", job.key), on_click=state.cancel_job, args=(job.key,),
                   help="Stop this computation; nothing half-done is kept")
 
     @st.fragment(run_every=POLL_SECONDS)
@@ -37,13 +38,26 @@ def job_progress(job: Job, explanation: str) -> None:
     poll()
 
 
-def job_panel(job: Job, what: str, explanation: str, retry_key: Hashable | None = None) -> None:
+def job_panel(job: Job, what: str, explanation: str) -> None:
     """A job still running (its progress) or failed (its error and a *Try again* button)."""
     if job.error:
         st.error(f"{what} was cancelled." if job.cancelled else f"{what} failed: {inert(job.error)}")
-        st.button("Try again", key=retry_key, on_click=state.forget_job, args=(job.key,))
+        st.button("Try again", key=session.job_button("retry", job.key), on_click=state.forget_job, args=(job.key,))
     else:
         job_progress(job, explanation)
+
+
+def ready(result: T | Job, what: str, explanation: str, bar_in=None) -> T | None:
+    """The one way a page waits for what ``state``'s ``..._or_job`` functions return: ``result`` once it is ready;
+    until then ``None``, and the job drawn here (:func:`job_panel`: its progress, or its error and *Try again*).
+    ``bar_in``: a container where only a progress bar is drawn instead, ``explanation`` its text."""
+    if not isinstance(result, Job):
+        return result
+    if bar_in is not None:
+        bar_in.progress(min(result.fraction, 1.0), text=explanation)
+    else:
+        job_panel(result, what, explanation)
+    return None
 
 
 CARD_PX, THUMB_PX = 80, 56  # the narrowest a card (image, number, score, badges) or a gallery thumbnail gets
@@ -84,11 +98,11 @@ def controls(spec: int | list[float], key: str, container=None) -> list:
     return (container or st).container(key=f"controls-{key}").columns(spec)
 
 
-def scenario_and_model(page: str, wait: bool = True) -> tuple[state.Selection, Scenario, TrainedModel | Job]:
+def scenario_and_model(page: nav.Page, wait: bool = True) -> tuple[state.Selection, Scenario, TrainedModel | None]:
     """What every page starts with: the sidebar's scenario, its header, and its trained model.
 
     While the model trains the page shows the data's summary and the training's progress, then
-    stops (``wait=False``: returns the training job instead, so that the page can show what
+    stops (``wait=False``: returns ``None`` for the model instead, so that the page can show what
     needs no model); it reruns by itself when the model is ready.
     """
     st.html(GRID_STYLE)  # a style only: it takes no room on the page
@@ -98,17 +112,16 @@ def scenario_and_model(page: str, wait: bool = True) -> tuple[state.Selection, S
     except AttrexError as exc:
         st.error(f"This scenario cannot be built: {inert(exc)}")
         st.stop()
-    scenario_header(sc, page)
-    trained = state.model_or_job(selection)
-    if isinstance(trained, Job):
-        cfg = selection.config
-        job_panel(trained, "Training", f"Training {inert(cfg.arch)} on **{inert(sc.spec.name)}** ({cfg.epochs} epochs). "
-                  "The model is cached on disk: next time it loads at once. Meanwhile you can pick another scenario "
-                  "or page; this training goes on.")
-        if not wait:
-            return selection, sc, trained
+    scenario_header(sc, page.title)
+    cfg = selection.config
+    trained = ready(state.model_or_job(selection), "Training",
+                    f"Training {inert(cfg.arch)} on **{inert(sc.spec.name)}** ({cfg.epochs} epochs). The model is "
+                    "cached on disk: next time it loads at once. Meanwhile you can pick another scenario or page; this "
+                    "training goes on.")
+    if trained is None and wait:
         st.stop()
-    model_status(trained)
+    if trained is not None:
+        model_status(trained)
     return selection, sc, trained
 
 
@@ -153,12 +166,11 @@ def evaluation_panel(selection: state.Selection, trained: TrainedModel, methods:
         else:
             kept[key] = result
         return result
-    result = state.evaluation_or_job(selection, trained, methods, tasks, settings)
-    if isinstance(result, Job):
-        job_panel(result, "Evaluation", f"Measuring {what}: each method's precompute and score are cached on disk, "
-                  "so this runs once. You can leave the page; the work goes on.", retry_key=f"retry-{hash(key)}")
-        return None
-    kept[key] = result
+    result = ready(state.evaluation_or_job(selection, trained, methods, tasks, settings), "Evaluation",
+                   f"Measuring {what}: each method's precompute and score are cached on disk, so this runs once. You "
+                   "can leave the page; the work goes on.")
+    if result is not None:
+        kept[key] = result
     return result
 
 
@@ -186,9 +198,9 @@ def retrain_panel(selection: state.Selection, trained: TrainedModel, drop: tuple
     except AttrexError as exc:
         st.error(f"Cannot retrain {what}: {inert(exc)}")
         return
-    if isinstance(after, Job):
-        job_panel(after, "Retraining", f"Retraining `{selection.config.arch}` {what}, same recipe and seed "
-                  "(cached on disk).", retry_key=f"retry-retrain-{hash((drop, relabel))}")
+    after = ready(after, "Retraining", f"Retraining `{selection.config.arch}` {what}, same recipe and seed "
+                  "(cached on disk).")
+    if after is None:
         return
     st.markdown(f"**Retrained {what}** (same recipe and seed)")
     cols = st.columns(3)
@@ -213,9 +225,8 @@ def fitted_methods(selection: state.Selection, trained: TrainedModel, names: lis
         except AttrexError as exc:
             st.error(f"{REGISTRY[name].title} cannot run here: {inert(exc)}")
             continue
-        if isinstance(method, Job):
-            job_panel(method, "The precompute", f"Precomputing **{REGISTRY[name].title}** (once; cached on disk).",
-                      retry_key=session.retry(name))
+        method = ready(method, "The precompute", f"Precomputing **{REGISTRY[name].title}** (once; cached on disk).")
+        if method is None:
             return None
         fitted[name] = method
     return fitted

@@ -15,16 +15,16 @@ from core.evaluation import TASKS, EvaluationResult, tasks_for
 from core.methods import REGISTRY
 from core.methods.defaults import JOBS
 from core.metrics.published import paper_value
-from explorer import session
+from explorer import nav, session
 from explorer.components import evaluation_panel, scenario_and_model
 
 
 def render() -> None:
-    selection, sc, trained = scenario_and_model("Evaluate")
+    selection, sc, trained = scenario_and_model(nav.EVALUATE)
     job = JOBS["evaluate"]
     offered = job.offered()
     applicable = [t for t in TASKS if TASKS[t].applies(sc) is None]
-    with st.form("evaluate-form", border=False):
+    with st.form(session.EVAL_FORM, border=False):
         c1, c2 = st.columns([3, 2])
         methods = c1.multiselect("Methods", offered, default=[m for m in job.methods if m in offered],
                                  key=session.EVAL_METHODS, format_func=lambda m: REGISTRY[m].title)
@@ -90,4 +90,8 @@ def _bars(result: EvaluationResult, dataset: str, task: str) -> None:
         fig.add_bar(x=names, y=papers, name=f"paper: {source}", marker_color="#cbd5e1")
     fig.update_layout(height=280, margin=dict(l=10, r=10, t=40, b=10), title=TASKS[task].title, barmode="group",
                       legend=dict(orientation="h", y=-0.3, font=dict(size=10)))
-    st.plotly_chart(fig, width="stretch", config={"displayModeBar": False}, key=f"bars-{task}")
+    st.plotly_chart(fig, width="stretch", config={"displayModeBar": False}, key=session.eval_bars(task))
+
+
+if __name__ == "__main__":  # Streamlit runs this file as the page (explorer/nav.py)
+    nav.run(nav.EVALUATE)

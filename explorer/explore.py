@@ -12,9 +12,8 @@ from core.data import Scenario
 from core.data.inputs import MAX_BYTES, MAX_TEXT_CHARS, MAX_WORDS, image_input, text_input
 from core.data.text import tokenize
 from core.errors import AttrexError
-from core.jobs import Job
 from core.models import TrainedModel, predict_proba
-from explorer import attribution, links, session, state
+from explorer import attribution, links, nav, session, state
 from explorer.components import card_columns, controls, scenario_and_model
 from explorer.render import GROUND_TRUTH_COLOURS, badge, inert, plot_text, to_image, token_strip
 
@@ -25,9 +24,9 @@ SPLIT_LABELS = {"clean": "Clean", "triggered": "Triggered", "marked": "Marked"}
 
 
 def render() -> None:
-    selection, sc, trained = scenario_and_model("Explore", wait=False)
+    selection, sc, trained = scenario_and_model(nav.EXPLORE, wait=False)
     links.read(sc, attribution.offered(), attribution.MAX_METHODS)
-    if isinstance(trained, Job):  # the data and its ground truth now, the predictions when the model is ready
+    if trained is None:  # still training: the data and its ground truth now, the predictions when the model is ready
         _gallery(sc, None, selection)
         return
     _training_curve(trained)
@@ -46,9 +45,10 @@ def _own_input(sc: Scenario, trained: TrainedModel, selection: state.Selection) 
     """Upload an image (or type a text) and explain it like a test sample. Returns the attribution panel's
     arguments ``(split, row, test_id, true label, predicted)`` while one is being explained, else ``None``."""
     kind = "image" if sc.kind == "image" else "text"
-    active = st.session_state.get(session.CUSTOM_ACTIVE)
+    active_key = session.custom_active(sc.spec.name)
+    active = st.session_state.get(active_key)
     with st.expander(f"Explain your own {kind}", expanded=active is not None):
-        with st.form(f"own-{sc.spec.name}", border=False):
+        with st.form(session.own_input_form(sc.spec.name), border=False):
             if kind == "image":
                 c, h, w = sc.input_shape
                 upload = st.file_uploader(f"A PNG or JPEG ({'grey' if c == 1 else 'colour'}, shown to the model at "
@@ -75,8 +75,7 @@ def _own_input(sc: Scenario, trained: TrainedModel, selection: state.Selection) 
             else:
                 digest = int(hashlib.sha256(x.numpy().tobytes()).hexdigest()[:12], 16)
                 st.session_state.setdefault(session.CUSTOM_INPUTS, {})[digest] = x
-                st.session_state[session.CUSTOM_ACTIVE] = (digest, note, (text or "") if kind == "text" else "")
-                active = st.session_state[session.CUSTOM_ACTIVE]
+                active = st.session_state[active_key] = (digest, note, (text or "") if kind == "text" else "")
     if active is None:
         return None
     digest, note, typed = active
@@ -92,7 +91,7 @@ def _own_input(sc: Scenario, trained: TrainedModel, selection: state.Selection) 
             st.markdown(token_strip(tokenize(typed), set(sc.vocab)), unsafe_allow_html=True)
         if note:
             st.caption(inert(note))
-        st.button("Back to the test samples", on_click=st.session_state.pop, args=(session.CUSTOM_ACTIVE, None))
+        st.button("Back to the test samples", on_click=st.session_state.pop, args=(active_key, None))
     with right:
         names = sc.class_names
         st.markdown(badge(f"predicted {names[pred]} · {p[pred]:.1%}", "green"))
@@ -199,7 +198,7 @@ def _pick(sc: Scenario, split: str, rows: np.ndarray, pred: np.ndarray, conf: np
                          ok=["✓" if pred[r] == y_true[r] else "✗" for r in rows])
         event = st.dataframe(
             table, hide_index=True, on_select="rerun", selection_mode="single-row", height=520,
-            key=session.table(sc.spec.name, hashlib.sha1(view.encode()).hexdigest()[:10]),
+            key=session.table(sc.spec.name, view),
             column_config={"confidence": st.column_config.ProgressColumn("confidence", min_value=0, max_value=1, format="%.2f"),
                            "text": st.column_config.TextColumn("text", width="medium")},
         )
@@ -277,3 +276,7 @@ def _detail(sc: Scenario, split: str, row: int, p: np.ndarray | None, y: int, te
                       yaxis=dict(autorange="reversed", type="category"), xaxis=dict(range=[0, 1.15], visible=False))
     st.plotly_chart(fig, width="stretch", config={"displayModeBar": False})
     st.caption("Class probabilities: teal the prediction, amber the true class when they differ.")
+
+
+if __name__ == "__main__":  # Streamlit runs this file as the page (explorer/nav.py)
+    nav.run(nav.EXPLORE)

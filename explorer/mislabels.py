@@ -18,7 +18,7 @@ from core.evaluation import EvaluationResult
 from core.export import csv_text, file_stem
 from core.methods import REGISTRY
 from core.methods.defaults import JOBS
-from explorer import session, state
+from explorer import nav, session, state
 from explorer.components import (
     card_columns,
     evaluation_panel,
@@ -39,7 +39,7 @@ def offered() -> list[str]:
 
 
 def render() -> None:
-    selection, sc, trained = scenario_and_model("Mislabels")
+    selection, sc, trained = scenario_and_model(nav.MISLABELS)
     flipped = sc.truth.flipped_ids
     what = _what(sc)
     st.markdown("Rank the training set by how suspicious each label is: a method's **self-influence** (how much "
@@ -118,7 +118,7 @@ def _ranking(sc, trained, selection, scores: dict[str, np.ndarray]) -> None:
     rank_by = c1.selectbox("Rank by", list(scores), format_func=lambda m: REGISTRY[m].title, key=session.MISLABEL_RANK)
     shown = int(c2.number_input("Shown", min_value=8, max_value=200, value=24, step=8, key=session.MISLABEL_SHOWN))
     order = np.argsort(-scores[rank_by], kind="stable")[:shown]
-    session.flag(sc.spec.name, "Mislabels", f"top {shown} by {REGISTRY[rank_by].title}", order)
+    session.flag(sc.spec.name, nav.MISLABELS.title, f"top {shown} by {REGISTRY[rank_by].title}", order)
     probs = state.train_probabilities(selection, trained)
     pred = probs.argmax(1)
     flipped = set(sc.truth.flipped_ids.tolist()) if sc.truth.flipped_ids is not None else set()
@@ -146,7 +146,7 @@ def _ranking(sc, trained, selection, scores: dict[str, np.ndarray]) -> None:
             sc.truth.flip_text(int(i), names, int(sc.y_train[i])) if int(i) in flipped else "" for i in order]
     st.markdown("**Select rows** to export them or retrain without them (none selected: all shown).")
     event = st.dataframe(table, hide_index=True, on_select="rerun", selection_mode="multi-row", height=320,
-                         key=f"{session.MISLABEL_TABLE}-{rank_by}-{shown}", width="stretch")
+                         key=session.mislabel_table(sc.spec.name, rank_by, shown), width="stretch")
     picked = sorted(event.selection.rows) if event is not None else []
     chosen = [table["id"][r] for r in picked] or table["id"]
     exported = [c for c in table if c != "text"]  # the id finds a text; the table shows its start only
@@ -160,10 +160,14 @@ def _ranking(sc, trained, selection, scores: dict[str, np.ndarray]) -> None:
                    "list and retrain your model with your own.")
         return
     if c2.button(f"Retrain without these {len(chosen)}", width="stretch"):
-        st.session_state[session.RETRAIN] = {"mislabels": (tuple(chosen), ())}
+        session.ask_retrain(selection, nav.MISLABELS.title, drop=tuple(chosen))
     if c3.button("Retrain with them relabelled", width="stretch",
                  help="Each selected point gets the model's suggested label"):
-        st.session_state[session.RETRAIN] = {"mislabels": ((), suggested)}
-    asked = st.session_state.get(session.RETRAIN, {}).get("mislabels")
+        session.ask_retrain(selection, nav.MISLABELS.title, relabel=suggested)
+    asked = session.retrain_asked(selection, nav.MISLABELS.title)
     if asked:
         retrain_panel(selection, trained, *asked)
+
+
+if __name__ == "__main__":  # Streamlit runs this file as the page (explorer/nav.py)
+    nav.run(nav.MISLABELS)

@@ -15,11 +15,10 @@ import streamlit as st
 from core.data import Scenario
 from core.errors import AttrexError
 from core.features.render import flia_tokens_html, overlay
-from core.jobs import Job
 from core.methods import REGISTRY
 from core.models import TrainedModel
 from explorer import session, state
-from explorer.components import flags_markdown
+from explorer.components import flags_markdown, ready
 from explorer.render import inert, test_name, to_image
 
 
@@ -110,13 +109,12 @@ def _one(p: session.OpenPair, sc: Scenario, trained: TrainedModel, selection: st
 def _lrp(sc, trained, selection, split, row, i, target, x_test, x_train, scale, col_train, col_test) -> None:
     defaults = REGISTRY["dualview"].defaults()
     try:
-        dualview = state.method_or_job(selection, trained, "dualview", defaults)
+        dualview = ready(state.method_or_job(selection, trained, "dualview", defaults), "The precompute",
+                         "DualView is being precomputed for the LRP views…", bar_in=col_train)
     except AttrexError as exc:
         col_train.warning(f"DualView cannot run here: {inert(exc)}")
         return
-    if isinstance(dualview, Job):
-        with col_train:
-            st.progress(dualview.fraction, text="DualView is being precomputed for the LRP views…")
+    if dualview is None:
         return
     try:
         lrp = state.lrp_pair(selection, split, row, i, target, dualview)

@@ -7,6 +7,8 @@ the functions below.
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Hashable
 from dataclasses import dataclass
 
 import streamlit as st
@@ -27,9 +29,8 @@ EXPLAIN = "explain"
 TOP_K = "top-k"
 PAIRS = "pairs"                # the open pair views by scenario, oldest first ({scenario: tuple of OpenPair})
 MAX_PAIRS = 3                  # open pair views at once; opening another closes the oldest
-# a person's own inputs (digest -> tensor) and the one being explained
+# a person's own inputs (digest -> tensor); the one being explained is custom_active(scenario)
 CUSTOM_INPUTS = "custom-inputs"
-CUSTOM_ACTIVE = "custom-active"
 CUSTOM_UPLOAD = "custom-upload"
 CUSTOM_TEXT = "custom-text"
 # evaluations finished in this session, by (selection, methods, tasks, settings)
@@ -38,13 +39,15 @@ EVALUATIONS = "evaluations"
 MISLABEL_METHODS = "mislabel-methods"
 MISLABEL_RANK = "mislabel-rank"
 MISLABEL_SHOWN = "mislabel-shown"
-MISLABEL_TABLE = "mislabel-table"
-RETRAIN = "retrain"            # the retraining asked for on a page: {page: (drop, relabel)}
+MISLABEL_TABLE = "mislabel-table"  # a prefix: see mislabel_table
+RETRAIN = "retrain"            # the retraining asked for on a page, by selection: {(selection, page): (drop, relabel)}
 # the Backdoor page
 BACKDOOR_METHOD = "backdoor-method"
-BACKDOOR_SAMPLE = "backdoor-sample"
-BACKDOOR_FLAGGED = "backdoor-flagged"
+BACKDOOR_EXTRA = "backdoor-method-extra"  # the methods measured besides the candidates
+BACKDOOR_SAMPLE = "backdoor-sample"  # a prefix: see backdoor_sample
+BACKDOOR_FLAGGED = "backdoor-flagged"  # a prefix: see backdoor_flagged
 # the Evaluate page
+EVAL_FORM = "evaluate-form"
 EVAL_METHODS = "eval-methods"
 EVAL_TASKS = "eval-tasks"
 EVAL_RUN = "eval-run"          # the (selection, methods, tasks) the user asked to evaluate
@@ -53,11 +56,36 @@ FLAGGED = "flagged"
 FLAGGED_PICK = "flagged-pick"  # which flagged list Explore marks
 FLAGGED_ONLY = "flagged-only"  # Explore lists only flagged proponents and opponents
 # the Compare page
+COMPARE_METHODS = "compare-a-methods"
+COMPARE_SAMPLE = "compare-a-sample"  # a prefix: see compare_sample
 COMPARE_A = "compare-a"
 COMPARE_B = "compare-b"
 # the Cache page
 CACHE_CONFIRM = "cache-confirm"
 CACHE_KIND = "cache-kind"
+
+
+def digest(value: Hashable) -> str:
+    """A short name of ``value`` for a key, the same in every process (unlike ``hash``, salted per process): its
+    ``repr``'s SHA-1. For values whose ``repr`` shows what they are (tuples, strings, frozen dataclasses)."""
+    return hashlib.sha1(repr(value).encode()).hexdigest()[:12]
+
+
+def job_button(action: str, job_key: Hashable) -> str:
+    """The key of a background job's button (``action``: "cancel", "retry"): one per job, as a job is one per key."""
+    return f"{action}-{digest(job_key)}"
+
+
+def ask_retrain(selection: Hashable, page: str, drop: tuple[int, ...] = (),
+                relabel: tuple[tuple[int, int], ...] = ()) -> None:
+    """Record the retraining asked for on ``page`` (its title) for ``selection`` (the sidebar's choice): the ids
+    belong to its data and model, so another scenario, seed or model never shows it."""
+    st.session_state.setdefault(RETRAIN, {})[(selection, page)] = (tuple(drop), tuple(relabel))
+
+
+def retrain_asked(selection: Hashable, page: str) -> tuple[tuple[int, ...], tuple[tuple[int, int], ...]] | None:
+    """The retraining last asked for on ``page`` for ``selection``: ``(drop, relabel)``, or ``None``."""
+    return st.session_state.get(RETRAIN, {}).get((selection, page))
 
 
 def flag(scenario: str, page: str, label: str, ids) -> None:
@@ -117,12 +145,63 @@ def sample(scenario: str, split_name: str) -> str:
     return f"sample-{scenario}-{split_name}"
 
 
+def picks(scenario: str, split_name: str) -> str:
+    """The start of the keys of the gallery's buttons of a test split (:func:`pick`)."""
+    return f"pick-{scenario}-{split_name}-"
+
+
 def pick(scenario: str, split_name: str, row: int) -> str:
-    return f"pick-{scenario}-{split_name}-{row}"
+    return f"{picks(scenario, split_name)}{row}"
 
 
 def table(scenario: str, view: str) -> str:
-    return f"table-{scenario}-{view}"
+    """Explore's table of the texts of ``scenario`` in view ``view`` (which samples, in which order)."""
+    return f"table-{scenario}-{digest(view)}"
+
+
+def own_input_form(scenario: str) -> str:
+    """Explore's form for a person's own image or text (one per scenario: its input shape)."""
+    return f"own-{scenario}"
+
+
+def custom_active(scenario: str) -> str:
+    """The person's input being explained on ``scenario`` (digest, note, typed text): each scenario its own, as an
+    input fits one scenario's model."""
+    return f"custom-active-{scenario}"
+
+
+def backdoor_sample(scenario: str) -> str:
+    """The Backdoor page's triggered test sample (a row of ``scenario``'s triggered split)."""
+    return f"{BACKDOOR_SAMPLE}-{scenario}"
+
+
+def compare_sample(scenario: str) -> str:
+    """The Compare page's test sample (an index into ``scenario``'s spread of test points)."""
+    return f"{COMPARE_SAMPLE}-{scenario}"
+
+
+def compare_points(scenario: str) -> str:
+    """Compare's number of test points (its range is the scenario's)."""
+    return f"{COMPARE_A}-points-{scenario}"
+
+
+def mislabel_table(scenario: str, rank_by: str, shown: int) -> str:
+    """The Mislabels ranking's table, whose selected rows are ids of ``scenario``'s ranking by ``rank_by``."""
+    return f"{MISLABEL_TABLE}-{scenario}-{rank_by}-{shown}"
+
+
+def backdoor_flagged(scenario: str) -> str:
+    """How many points the Backdoor page flags (its range is the scenario's)."""
+    return f"{BACKDOOR_FLAGGED}-{scenario}"
+
+
+def eval_bars(task: str) -> str:
+    return f"bars-{task}"
+
+
+def cache_table(kind: str, n: int) -> str:
+    """The Cache page's table of ``n`` entries of ``kind`` (a new key when the list changes: no stale selection)."""
+    return f"cache-table-{kind}-{n}"
 
 
 def params(method: str) -> str:
@@ -136,10 +215,6 @@ def param(method: str, name: str) -> str:
 
 def params_form(method: str) -> str:
     return f"form-{method}"
-
-
-def retry(method: str) -> str:
-    return f"retry-{method}"
 
 
 def inspect(method: str, kind: str, train_id: int) -> str:

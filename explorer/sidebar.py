@@ -12,7 +12,7 @@ from core.data.scenario import CUSTOM, custom_spec
 from core.errors import AttrexError
 from core.models import ARCHITECTURES, ModelSource, TrainedModel, default_config
 from core.models.custom import REGISTRY_PREFIX
-from explorer import access, links, session, state
+from explorer import access, links, nav, session, state
 from explorer.render import inert
 from explorer.state import Selection
 
@@ -180,7 +180,7 @@ def _data_fields(data_from: str, listed: access.OperatorList) -> dict:
     out["share"] = cols[1].number_input("Test share", key=session.own("share"), min_value=0.05, max_value=0.9,
                                         step=0.05, help="Held out as the test split where the data has none")
     help_known = ("A CSV of training points known to be mislabelled (column id or path, optional label): the "
-                  "Mislabels and Evaluate pages score methods against it.")
+                  f"{nav.MISLABELS.title} and {nav.EVALUATE.title} pages score methods against it.")
     if data_from == "path":
         out["known"] = st.text_input("Known-bad list (optional)", key=session.own("known"), placeholder="bad.csv",
                                      help=help_known)

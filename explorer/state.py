@@ -193,8 +193,8 @@ def method_or_job(selection: Selection, trained: TrainedModel, name: str, params
 
     The precompute fits the model in the disk cache. Removed from there (the Cache page) after the page had
     it, the model would be retrained unseen inside the precompute, behind "starting a worker process": the job
-    fails at once with :data:`MODEL_GONE` instead, and the model this process holds is dropped, so the page's
-    next run trains it the usual way, with its progress.
+    fails at once with :data:`MODEL_GONE` instead, and the model this process holds is dropped (by the job), so the
+    page's next run trains it the usual way, with its progress.
     """
     sc = scenario_of(selection)
     cls = get_method(name)
@@ -205,14 +205,12 @@ def method_or_job(selection: Selection, trained: TrainedModel, name: str, params
 
     def work(progress):
         if isinstance(selection.config, TrainConfig) and load_cached(sc, selection.config) is None:
+            _cached_model.clear(selection)  # (a process-wide cache: any thread may clear it)
             raise AttrexError(MODEL_GONE)
         return fit(progress)
 
-    job = runner().run_or_job(("fit", selection, key), f"precomputing {cls.title}",
-                              load=lambda: _or_none(_cached_method, selection, *key, trained), work=work)
-    if isinstance(job, Job) and job.error == MODEL_GONE:
-        _cached_model.clear(selection)
-    return job
+    return runner().run_or_job(("fit", selection, key), f"precomputing {cls.title}",
+                               load=lambda: _or_none(_cached_method, selection, *key, trained), work=work)
 
 
 @st.cache_data(show_spinner=False, max_entries=256)

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
 
+from explorer import session
+
 APP = str(Path(__file__).resolve().parents[1] / "explorer" / "app.py")
 
 
@@ -36,9 +38,9 @@ def own_data_app(data: Path) -> AppTest:
     at = AppTest.from_file(APP, default_timeout=240)
     at.query_params["scenario"] = "custom"  # the "Your data" source
     at.run()
-    at.radio(key="own-data-from").set_value("path").run()  # a path: the local user's (AppTest serves localhost)
-    at.text_input(key="own-data").input(str(data))
-    at.button(key="own-load").click().run()
+    at.radio(key=session.OWN_DATA_FROM).set_value("path").run()  # a path: the local user's (AppTest serves localhost)
+    at.text_input(key=session.own("data")).input(str(data))
+    at.button(key=session.own("load")).click().run()
     wait_for_jobs(at)
     return at
 

@@ -9,6 +9,8 @@ from _apptest import plain, wait_for_jobs
 from _apptest import texts as _texts
 from streamlit.testing.v1 import AppTest
 
+from explorer import session
+
 APP = str(Path(__file__).resolve().parents[1] / "explorer" / "app.py")
 
 
@@ -23,16 +25,16 @@ def app(default_trained) -> AppTest:
 
 def test_explore_page_shows_the_default_scenario_and_its_model(app, default_trained):
     assert app.title[0].value == "Explore · mnist · seed 0"
-    assert app.selectbox(key="scenario").value == "mnist"
+    assert app.selectbox(key=session.SCENARIO).value == "mnist"
     metric = next(m for m in app.metric if m.label == "Test accuracy")
     assert metric.value == f"{default_trained.test_accuracy:.1%}"
-    picks = [b for b in app.button if b.key and b.key.startswith("pick-mnist-clean-")]
+    picks = [b for b in app.button if b.key and b.key.startswith(session.picks("mnist", "clean"))]
     assert len(picks) == 40  # one page of the gallery
     assert "Test #0" in _texts(app)
 
 
 def test_choosing_a_sample_opens_its_detail(app):
-    app.button(key="pick-mnist-clean-7").click().run()
+    app.button(key=session.pick("mnist", "clean", 7)).click().run()
     assert not app.exception
     assert "Test #7" in _texts(app)
 
@@ -41,15 +43,15 @@ def test_misclassified_filter(app, default_trained, default_mnist):
     from core.models import predict
 
     wrong = int((predict(default_trained.model, default_mnist.x_test).argmax(1) != default_mnist.y_test).sum())
-    app.selectbox(key="show-mnist").select("misclassified").run()
+    app.selectbox(key=session.show("mnist")).select("misclassified").run()
     assert not app.exception
-    picks = [b for b in app.button if b.key and b.key.startswith("pick-mnist-clean-")]
+    picks = [b for b in app.button if b.key and b.key.startswith(session.picks("mnist", "clean"))]
     assert len(picks) == min(wrong, 40)
     assert f"**{wrong:,}** of 1,000 samples shown" in _texts(app)
 
 
 def test_class_filter(app):
-    app.multiselect(key="classes-mnist").select(3).run()
+    app.multiselect(key=session.classes("mnist")).select(3).run()
     assert not app.exception
     assert "**100** of 1,000 samples shown" in _texts(app)
 
@@ -81,7 +83,7 @@ def test_triggered_split_of_a_backdoor_scenario(backdoor_trained):
     assert not at.exception
     assert "300 poisoned" in _texts(at)
     assert any(m.label == "Attack success" for m in at.metric)
-    at.button_group(key="split-mnist-backdoor").set_value("triggered").run()
+    at.button_group(key=session.split("mnist-backdoor")).set_value("triggered").run()
     assert not at.exception
     text = _texts(at)
     assert "of 900 samples shown" in text and "sent to the backdoor target 0" in text
@@ -96,7 +98,7 @@ def test_text_scenario_shows_a_table_and_the_text(isolated_cache):
     train(build("agnews"))
     at = AppTest.from_file(APP, default_timeout=120)
     at.query_params["scenario"] = "agnews"
-    at.session_state["methods"] = ["dualview"]  # the quickest precompute on text (tracin-rp: about 8 s)
+    at.session_state[session.METHODS] = ["dualview"]  # the quickest precompute on text (tracin-rp: about 8 s)
     at.run()
     assert not at.exception
     assert at.title[0].value == "Explore · agnews · seed 0"
@@ -156,9 +158,9 @@ def test_attribution_panel_shows_proponents_and_opponents_with_ground_truth(defa
 
     at = AppTest.from_file(APP, default_timeout=120)
     at.run()
-    assert at.multiselect(key="methods").value == ["tracin-rp"]
+    assert at.multiselect(key=session.METHODS).value == ["tracin-rp"]
     # no "Select all" in a picker of at most 3: it silently kept the first three of the list
-    assert at.multiselect(key="methods").proto.max_selections == 3 and not at.multiselect(key="methods").proto.select_all
+    assert at.multiselect(key=session.METHODS).proto.max_selections == 3 and not at.multiselect(key=session.METHODS).proto.select_all
     wait_for_jobs(at)
     texts = _texts(at)
     predicted = int(predict(default_trained.model, build("mnist").x_test[:1]).argmax(1))
@@ -174,10 +176,10 @@ def test_attribution_panel_shows_proponents_and_opponents_with_ground_truth(defa
     wrong = (predict(default_trained.model, mnist.x_test).argmax(1) != mnist.y_test).nonzero().squeeze(1)
     assert len(wrong) > 0, "the default model classifies every test sample correctly: nothing to explain"
     first_wrong = int(wrong[0])
-    at.selectbox(key="show-mnist").select("misclassified").run()
+    at.selectbox(key=session.show("mnist")).select("misclassified").run()
     at.button(key=f"pick-mnist-clean-{first_wrong}").click().run()
-    assert at.segmented_control(key="explain").value == "prediction"
-    at.segmented_control(key="explain").set_value("true label").run()
+    assert at.segmented_control(key=session.EXPLAIN).value == "prediction"
+    at.segmented_control(key=session.EXPLAIN).set_value("true label").run()
     assert not at.exception
     assert f"Proponents: support {int(mnist.y_test[first_wrong])}" in _texts(at)
 
@@ -186,10 +188,10 @@ def test_bad_method_parameters_are_refused_and_change_nothing(default_trained):
     at = AppTest.from_file(APP, default_timeout=120)
     at.run()
     wait_for_jobs(at)
-    at.text_input(key="params-tracin-rp-subset").input("no-such-layer")
-    at.button(key="FormSubmitter:form-tracin-rp-Apply").click().run()
+    at.text_input(key=session.param("tracin-rp", "subset")).input("no-such-layer")
+    at.button(key=f"FormSubmitter:{session.params_form('tracin-rp')}-Apply").click().run()
     assert not at.exception
-    assert at.session_state["params-tracin-rp"]["subset"] == "all"
+    assert at.session_state[session.params("tracin-rp")]["subset"] == "all"
     errors = " ".join(e.value for e in at.error)
     assert "selects no parameter" in errors or "Not applied" in errors
 
@@ -217,7 +219,7 @@ def test_inspect_opens_the_pair_view_with_flia_and_dualview_lrp(default_trained)
     captions = " ".join(img.caption for i in at.get("image") for img in i.proto.imgs)
     assert "FLIA (ascent) on the training image" in captions and f"Pair view: test #0 and training #{first}" in _texts(at)
     # another sample: the pair view stays open on the same training point, with its score for the new sample
-    at.button(key="pick-mnist-clean-1").click().run()
+    at.button(key=session.pick("mnist", "clean", 1)).click().run()
     wait_for_jobs(at)
     method = create("tracin-rp", default_trained, TrainingData.of(build("mnist"))).fit()
     x1 = build("mnist").x_test[1:2]
@@ -258,9 +260,9 @@ def test_pair_views_stay_open_side_by_side_up_to_three(default_trained, backdoor
     texts = _texts(at)
     assert f"training #{ids[1]}" not in texts and f"Pair view: test #0 and training #{ids[3]}" in texts
     # each scenario keeps its own pair views (training ids belong to its data)
-    at.selectbox(key="scenario").select("mnist-backdoor").run()
+    at.selectbox(key=session.SCENARIO).select("mnist-backdoor").run()
     assert not at.exception and "Pair view:" not in _texts(at) and "pairs" not in at.query_params
-    at.selectbox(key="scenario").select("mnist").run()
+    at.selectbox(key=session.SCENARIO).select("mnist").run()
     wait_for_jobs(at)
     assert f"Pair view: test #0 and training #{ids[3]}" in _texts(at)
 
@@ -276,7 +278,7 @@ def test_a_link_restores_split_sample_and_methods_and_reports_what_does_not_fit(
     assert not at.exception
     test_id = int(sc.truth.triggered_test_ids[5])
     assert f"Test #{test_id}" in _texts(at) and "triggered copy" in _texts(at)
-    assert at.multiselect(key="methods").value == ["dualview"]
+    assert at.multiselect(key=session.METHODS).value == ["dualview"]
     assert any("method no-such-method" in t.value for t in at.text)
     assert at.query_params["sample"] in ("5", ["5"]) and at.query_params["split"] in ("triggered", ["triggered"])
     # a sample out of range is refused, the default kept
@@ -300,9 +302,9 @@ def test_a_link_restores_seed_cards_parameters_class_and_pair_views(default_trai
     at.run()
     wait_for_jobs(at)
     assert not at.exception, at.exception
-    assert at.number_input(key="top-k").value == 5
-    assert at.segmented_control(key="explain").value == "true label"
-    assert at.session_state["params-random"]["seed"] == 7
+    assert at.number_input(key=session.TOP_K).value == 5
+    assert at.segmented_control(key=session.EXPLAIN).value == "true label"
+    assert at.session_state[session.params("random")]["seed"] == 7
     assert f"Opponents: work against {int(default_mnist.y_test[row])}" in _texts(at)
     assert f"Pair view: test #{row} and training #17" in _texts(at) and f"test #{row} and training #3" in _texts(at)
     assert "Opened from a link" in _texts(at)
@@ -324,8 +326,8 @@ def test_a_link_value_that_does_not_fit_is_reported_as_text_and_changes_nothing(
     at.run()
     assert not at.exception, at.exception
     assert any(reported in t.value for t in at.text), [t.value for t in at.text]
-    assert at.number_input(key="top-k").value == 8 and "Pair view" not in _texts(at)
-    assert "params-tracin-rp" not in at.session_state or at.session_state["params-tracin-rp"]["dim"] == 2048
+    assert at.number_input(key=session.TOP_K).value == 8 and "Pair view" not in _texts(at)
+    assert session.params("tracin-rp") not in at.session_state or at.session_state[session.params("tracin-rp")]["dim"] == 2048
 
 
 def test_a_bad_seed_in_the_link_is_reported_and_the_default_kept(default_trained):
@@ -351,3 +353,36 @@ def test_a_pair_view_shows_what_was_planted_on_its_training_point(backdoor_train
     assert not at.exception, at.exception
     header = next(m.value for m in at.markdown if f"Pair view: test #0 and training #{poisoned}" in m.value)
     assert f"poisoned, was {was}" in header
+
+
+def test_each_page_is_one_module_that_draws_itself():
+    """explorer/nav.py's table: each page's file is its module, which ends by drawing that page (and no other)."""
+    import importlib
+
+    from explorer import nav
+
+    names = {page: name for name, page in vars(nav).items() if isinstance(page, nav.Page)}
+    assert set(names) == set(nav.PAGES)
+    for page in nav.PAGES:
+        path = Path(APP).parent / page.script
+        assert callable(importlib.import_module(f"explorer.{page.module}").render)
+        assert path.read_text().rstrip().endswith(f"nav.run(nav.{names[page]})"), path
+    assert len({p.url for p in nav.PAGES}) == len({p.title for p in nav.PAGES}) == len(nav.PAGES)
+
+
+def test_a_job_buttons_key_is_the_same_in_every_process():
+    """Keys built from a job's key use a digest, not ``hash`` (salted per process): two processes agree."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("from core.evaluation import Settings; from core.models import default_config; "
+            "from explorer import session; from explorer.state import Selection; "
+            "print(session.job_button('retry', ('evaluate', Selection('mnist', 3, default_config('mnist')), "
+            "('loss',), ('mislabel',), Settings())))")
+    keys = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                           cwd=Path(APP).parents[1], env={**os.environ, "PYTHONHASHSEED": seed}).stdout.strip()
+            for seed in ("1", "2")}
+    assert len(keys) == 1 and next(iter(keys)).startswith("retry-")
+    other = session.job_button("retry", ("evaluate", "another"))
+    assert other.startswith("retry-") and other not in keys

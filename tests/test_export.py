@@ -16,7 +16,7 @@ from streamlit.testing.v1 import app_test
 from core.data import build
 from core.data.scenario import custom_spec
 from core.export import csv_text, file_stem
-from explorer import session
+from explorer import nav, session
 
 # labels as a person's data may hold them, and the cell a spreadsheet must show for each
 HOSTILE = [
@@ -90,7 +90,7 @@ def test_the_mislabels_export_of_hostile_labels_reads_back_cell_for_cell(tmp_pat
     sc = build(custom_spec(str(data)))
     cells = dict(HOSTILE_CLASSES)  # each class name as the export must write it
     at = own_data_app(data)
-    at.switch_page("views/mislabels.py").run()
+    at.switch_page(nav.MISLABELS.script).run()
     wait_for_jobs(at)
     at.number_input(key=session.MISLABEL_SHOWN).set_value(200).run()  # every training point, so every class
     button = at.download_button[0]

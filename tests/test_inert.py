@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as hs
 
 from core.errors import AttrexError
-from explorer import session, state
+from explorer import nav, session, state
 from explorer.render import ZERO_WIDTH_SPACE, inert, plot_text
 
 HOSTILE = [name for name, _ in HOSTILE_CLASSES] + [
@@ -61,22 +61,22 @@ def test_inert_cuts_before_escaping_and_puts_lines_on_one():
 @pytest.mark.usefixtures("one_thread")
 def test_class_names_of_your_data_show_as_text_on_every_page(tmp_path, monkeypatch):
     at = own_data_app(npz_data(tmp_path / "_own_.npz", [name for name, _ in HOSTILE_CLASSES]))  # a Markdown file name
-    for path, title in [("views/explore.py", "Explore"), ("views/mislabels.py", "Mislabels"),
-                        ("views/compare.py", "Compare"), ("views/backdoor.py", "Backdoor"),
-                        ("views/evaluate.py", "Evaluate")]:
+    for path, title in [(nav.EXPLORE.script, "Explore"), (nav.MISLABELS.script, "Mislabels"),
+                        (nav.COMPARE.script, "Compare"), (nav.BACKDOOR.script, "Backdoor"),
+                        (nav.EVALUATE.script, "Evaluate")]:
         at.switch_page(path).run()
         wait_for_jobs(at)
-        if path == "views/mislabels.py":
+        if path == nav.MISLABELS.script:
             at.number_input(key=session.MISLABEL_SHOWN).set_value(200).run()  # a card per training point: every class
         assert at.title[0].value == f"{title} · {inert('custom:_own_.npz')} · seed 0"
         shown = markdown_shown(at.main)
         for raw in ("[click me](http", ":x:", "**bold**", "<b>x</b>", "$x$"):
             assert not [s for s in shown if raw in s], (path, raw)
-        if path in ("views/explore.py", "views/mislabels.py"):
+        if path in (nav.EXPLORE.script, nav.MISLABELS.script):
             everything = "\n".join(shown)
             for name, _ in HOSTILE_CLASSES:
                 assert inert(name) in everything, (path, name)
-        if path == "views/explore.py":  # the class probabilities' chart: plotly reads HTML in its labels
+        if path == nav.EXPLORE.script:  # the class probabilities' chart: plotly reads HTML in its labels
             bars = next(json.loads(c.proto.spec) for c in at.main.get("plotly_chart") if '"orientation"' in c.proto.spec)
             assert set(bars["data"][0]["y"]) <= {plot_text(name) for name, _ in HOSTILE_CLASSES}
             assert "<b>x</b>" not in bars["data"][0]["y"] and plot_text("<b>x</b>") in bars["data"][0]["y"]
@@ -88,5 +88,5 @@ def test_class_names_of_your_data_show_as_text_on_every_page(tmp_path, monkeypat
         raise AttrexError(message)
 
     monkeypatch.setattr(state, "top_k", failing)
-    at.switch_page("views/explore.py").run()
+    at.switch_page(nav.EXPLORE.script).run()
     assert not at.exception and [e.value for e in at.main.error] == [inert(message)]

@@ -72,7 +72,7 @@ def test_a_number_int_refuses_is_reported_and_ignored(default_trained, query, sh
     at = _open(query)
     _reported(at, shown)
     assert at.title[0].value == "Explore · mnist · seed 0"
-    assert "Test #0" in _markdown(at) and at.number_input(key="top-k").value == 8
+    assert "Test #0" in _markdown(at) and at.number_input(key=session.TOP_K).value == 8
     assert "Pair view" not in _markdown(at)
 
 
@@ -98,7 +98,7 @@ def test_a_pair_named_as_proponent_and_opponent_opens_both(default_trained):
 def test_a_method_named_twice_is_picked_once(default_trained):
     at = _open({"methods": "random,random"})
     _reported(at, "method random (named twice)")
-    assert at.multiselect(key="methods").value == ["random"]
+    assert at.multiselect(key=session.METHODS).value == ["random"]
 
 
 # ----- any link ---------------------------------------------------------------------------------------------

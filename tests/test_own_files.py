@@ -21,6 +21,7 @@ from core.data.inputs import MAX_TEXT_CHARS, MAX_WORDS, image_input, text_input
 from core.errors import AttrexError
 from core.models import default_config, train
 from core.models.custom import read_state
+from explorer import nav, session
 
 APP = str(Path(__file__).resolve().parents[1] / "explorer" / "app.py")
 
@@ -103,10 +104,10 @@ def test_a_long_pasted_text_is_refused_on_the_page_saying_the_limit(monkeypatch,
     try:
         at = AppTest.from_file(APP, default_timeout=120)
         at.query_params.update(scenario="agnews", methods="random")
-        at.switch_page("views/explore.py")
+        at.switch_page(nav.EXPLORE.script)
         at.run()
         wait_for_jobs(at)
-        at.text_input(key="custom-text").input("word " * 200)
+        at.text_input(key=session.CUSTOM_TEXT).input("word " * 200)
         at.button[[b.label for b in at.button].index("Explain it")].click().run()
         errors = " ".join(e.value for e in at.error)
         assert f"at most {MAX_TEXT_CHARS} are accepted" in errors and "no words" not in errors

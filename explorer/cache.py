@@ -7,7 +7,7 @@ import time
 import streamlit as st
 
 from core.cache import Cache
-from explorer import access, session, state
+from explorer import access, nav, session, state
 from explorer.render import inert
 
 KIND_TITLES = {"model": "trained models", "method": "method precomputes", "evaluation": "evaluations",
@@ -27,7 +27,7 @@ def _count(n: int) -> str:
 
 
 def render() -> None:
-    st.title("Cache")
+    st.title(nav.CACHE.title)
     cache = Cache()
     entries = cache.entries()
     shared = access.shared()
@@ -52,12 +52,12 @@ def render() -> None:
              "written": [time.strftime("%Y-%m-%d %H:%M", time.localtime(e["modified"])) for e in shown],
              "key": [e["key"][:12] for e in shown]}
     if shared:  # every visitor shares this cache: only its local user or the operator deletes from it
-        st.dataframe(table, hide_index=True, width="stretch", key=f"cache-table-{kind}-{len(shown)}")
+        st.dataframe(table, hide_index=True, width="stretch", key=session.cache_table(kind, len(shown)))
         st.info("This server is shared, so its cache is only listed here: deleting entries is for the operator, on "
                 "the server (`make clean-cache`, or the app served locally).")
         return
     event = st.dataframe(table, hide_index=True, on_select="rerun", selection_mode="multi-row", width="stretch",
-                         key=f"cache-table-{kind}-{len(shown)}")
+                         key=session.cache_table(kind, len(shown)))
     picked = [shown[r] for r in (event.selection.rows if event is not None else []) if r < len(shown)]
     c1, c2 = st.columns(2)
     c1.button(f"Delete the {len(picked)} selected", disabled=not picked, width="stretch", on_click=_delete,
@@ -86,3 +86,7 @@ def _clear_all(cache: Cache) -> None:
     st.session_state.pop(session.EVALUATIONS, None)
     state.forget_cached()
     st.cache_data.clear()
+
+
+if __name__ == "__main__":  # Streamlit runs this file as the page (explorer/nav.py)
+    nav.run(nav.CACHE)

@@ -1,5 +1,0 @@
-"""Page script: Mislabels (the view lives in explorer/mislabels.py)."""
-
-from explorer.mislabels import render
-
-render()
