@@ -160,8 +160,8 @@ def _parse_shard(text: str) -> tuple[int, int]:
     return int(i), int(n)
 
 
-def cmd_prepare(args: argparse.Namespace) -> int:
-    t0 = time.perf_counter()
+def _prepare_plan(args: argparse.Namespace) -> tuple[tuple[int, int] | None, bool]:
+    """``attrex prepare``'s options checked together: ``(the shard i, n or None, whether Ray runs it)``."""
     if (args.shard is not None or args.merge is not None) and not args.method:
         raise AttrexError("--shard and --merge need --method: the method whose precompute is split")
     if args.shard is not None and args.merge is not None:
@@ -174,49 +174,42 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         raise AttrexError("--executor ray needs --method and runs every shard itself (no --shard or --merge)")
     if not ray and (args.address or args.shards or args.workers):
         raise AttrexError("--address, --shards and --workers go with --executor ray")
-    scenario, trained = _load(args)
-    spec = scenario.spec
-    result = {
-        "scenario": spec.name,
-        "dataset": spec.dataset,
-        "data_source": scenario.source,
-        "n_train": len(scenario.y_train),
-        "n_test": len(scenario.y_test),
-        "ground_truth": scenario.truth.summary(),
-        "model": trained.summary(),
-    }
-    if args.method:
-        method = _make_method(args, scenario, trained)
-        if ray:
-            from core.distributed import precompute
+    return shard, ray
 
-            bar, progress = _progress_bar(f"precompute {method.name} on Ray", args.quiet)
-            try:
-                method, reports = precompute(method, scenario.spec, trained.config, shards=args.shards,
-                                             address=args.address, workers=args.workers, progress=progress)
-            finally:
-                bar.close()
-            out = None
-        else:
-            out = _fit_method(method, args.quiet, shard=shard, merge=args.merge)
-        record = {"name": method.name, "params": method.hparams}
-        if ray:
-            record.update(executor="ray", fit_seconds=method.fit_seconds, cache=method.fit_status,
-                          shards=[vars(r) for r in reports])
-        elif shard:
-            start, stop = method.shard_rows(*shard, len(scenario.y_train))
-            record.update(shard=f"{shard[0]}/{shard[1]}", rows=[start, stop], cache=out.status,
-                          missing_shards=method.missing_shards(shard[1]))
-        else:
-            record.update(fit_seconds=method.fit_seconds, cache=method.fit_status, info=method.info)
-        result["method"] = record
-    result["seconds"] = round(time.perf_counter() - t0, 2)
-    if args.json:
-        print(json.dumps(result, indent=1, default=str))
-        return 0
+
+def _prepare_method(args: argparse.Namespace, scenario, trained, shard: tuple[int, int] | None, ray: bool) -> dict:
+    """Precompute ``--method`` (in one process, one shard, a merge, or on Ray) and say how it went."""
+    method = _make_method(args, scenario, trained)
+    if ray:
+        from core.distributed import precompute
+
+        bar, progress = _progress_bar(f"precompute {method.name} on Ray", args.quiet)
+        try:
+            method, reports = precompute(method, scenario.spec, trained.config, shards=args.shards,
+                                         address=args.address, workers=args.workers, progress=progress)
+        finally:
+            bar.close()
+        out = None
+    else:
+        out = _fit_method(method, args.quiet, shard=shard, merge=args.merge)
+    record = {"name": method.name, "params": method.hparams}
+    if ray:
+        record.update(executor="ray", fit_seconds=method.fit_seconds, cache=method.fit_status,
+                      shards=[vars(r) for r in reports])
+    elif shard:
+        start, stop = method.shard_rows(*shard, len(scenario.y_train))
+        record.update(shard=f"{shard[0]}/{shard[1]}", rows=[start, stop], cache=out.status,
+                      missing_shards=method.missing_shards(shard[1]))
+    else:
+        record.update(fit_seconds=method.fit_seconds, cache=method.fit_status, info=method.info)
+    return record
+
+
+def _print_prepared(result: dict, spec, trained, shard: tuple[int, int] | None) -> None:
+    """``attrex prepare``'s text report of ``result`` (everything but the last line)."""
     m = trained.summary()
     print(f"scenario      {spec.name}: {spec.description}")
-    print(f"data          {scenario.source}: {result['n_train']} train / {result['n_test']} test")
+    print(f"data          {result['data_source']}: {result['n_train']} train / {result['n_test']} test")
     if result["ground_truth"]:
         print(f"ground truth  {json.dumps(result['ground_truth'])}")
     lrs = ", ".join(f"{c['lr']:.3g}" for c in m["checkpoints"])
@@ -247,6 +240,29 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         else:
             origin = "from cache" if r["cache"] == "hit" else "precomputed"
             print(f"method        {r['name']} {origin} (fit {r['fit_seconds']:.1f} s)")
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    t0 = time.perf_counter()
+    shard, ray = _prepare_plan(args)
+    scenario, trained = _load(args)
+    spec = scenario.spec
+    result = {
+        "scenario": spec.name,
+        "dataset": spec.dataset,
+        "data_source": scenario.source,
+        "n_train": len(scenario.y_train),
+        "n_test": len(scenario.y_test),
+        "ground_truth": scenario.truth.summary(),
+        "model": trained.summary(),
+    }
+    if args.method:
+        result["method"] = _prepare_method(args, scenario, trained, shard, ray)
+    result["seconds"] = round(time.perf_counter() - t0, 2)
+    if args.json:
+        print(json.dumps(result, indent=1, default=str))
+        return 0
+    _print_prepared(result, spec, trained, shard)
     print(f"done in {result['seconds']} s")
     return 0
 
@@ -393,6 +409,42 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _model_args(p: argparse.ArgumentParser) -> None:
+    """The options that pick a scenario (or a person's data) and its model."""
+    p.add_argument("--scenario", help=f"a preset, one of: {', '.join(PRESETS)} (or --data)")
+    own = p.add_argument_group("your own data and model (instead of --scenario)")
+    own.add_argument("--data", metavar="PATH", help="an image folder (one sub-folder per class; train/ and test/ "
+                     "optional), a .csv or .jsonl of texts (text, label[, split]) or a .npz of arrays")
+    own.add_argument("--image-size", metavar="HxW", help="resize every image to HxW (needed when sizes differ)")
+    own.add_argument("--test-share", type=float, help="share held out as the test split where the data has "
+                     "none (default 0.2)")
+    own.add_argument("--known-bad", metavar="CSV", help="training points known to be mislabelled (columns id "
+                     "or path, optional label: the correct class), scored against as ground truth")
+    own.add_argument("--model", metavar="PKG.MOD:FN", help="your model: a function returning an nn.Module "
+                     "(package.module:function or file.py:function; called with n_classes= if it takes it)")
+    own.add_argument("--weights", metavar="FILE", help="its trained weights: .safetensors or a state dict .pt")
+    own.add_argument("--checkpoints", metavar="DIR", help="its training checkpoints: a folder with "
+                     "checkpoints.json, a list of {\"file\": ..., \"lr\": ...} (TracIn, GAS and FLIA need them)")
+    own.add_argument("--features-layer", metavar="NAME", help="the layer whose flattened output feeds the head "
+                     "(only where attrex cannot split the model itself)")
+    own.add_argument("--head-layer", metavar="NAME", help="the last nn.Linear (default: found by attrex)")
+    p.add_argument("--arch", choices=list(ARCHITECTURES), help="architecture (default: the data set's)")
+    p.add_argument("--epochs", type=int, help="training epochs (default: the data set's)")
+    p.add_argument("--seed", type=int, help="seed of the scenario and the training (default 0)")
+    p.add_argument("--data-dir", help="folder with the full data set (default: the embedded subset)")
+    p.add_argument("--n-train", type=int, help="class-balanced subset of the training split")
+    p.add_argument("--n-test", type=int, help="class-balanced subset of the test split")
+    p.add_argument("--cache-dir", help="cache folder (default: $ATTREX_CACHE or ~/.cache/attrex)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="one JSON document on stdout")
+
+def _method_args(p: argparse.ArgumentParser, required: bool) -> None:
+    """The options that pick a method and its parameters."""
+    p.add_argument("--method", required=required, help="a method name (`attrex methods` lists them)")
+    p.add_argument("--param", "-p", action="append", metavar="NAME=VALUE",
+                   help="a method parameter (repeatable); `attrex methods` lists names, defaults and ranges")
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="attrex", description="attrex, the attribution explorer")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -402,43 +454,10 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON document on stdout (includes the ground truth)")
     p.set_defaults(func=cmd_scenarios)
 
-    def model_args(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--scenario", help=f"a preset, one of: {', '.join(PRESETS)} (or --data)")
-        own = p.add_argument_group("your own data and model (instead of --scenario)")
-        own.add_argument("--data", metavar="PATH", help="an image folder (one sub-folder per class; train/ and test/ "
-                         "optional), a .csv or .jsonl of texts (text, label[, split]) or a .npz of arrays")
-        own.add_argument("--image-size", metavar="HxW", help="resize every image to HxW (needed when sizes differ)")
-        own.add_argument("--test-share", type=float, help="share held out as the test split where the data has "
-                         "none (default 0.2)")
-        own.add_argument("--known-bad", metavar="CSV", help="training points known to be mislabelled (columns id "
-                         "or path, optional label: the correct class), scored against as ground truth")
-        own.add_argument("--model", metavar="PKG.MOD:FN", help="your model: a function returning an nn.Module "
-                         "(package.module:function or file.py:function; called with n_classes= if it takes it)")
-        own.add_argument("--weights", metavar="FILE", help="its trained weights: .safetensors or a state dict .pt")
-        own.add_argument("--checkpoints", metavar="DIR", help="its training checkpoints: a folder with "
-                         "checkpoints.json, a list of {\"file\": ..., \"lr\": ...} (TracIn, GAS and FLIA need them)")
-        own.add_argument("--features-layer", metavar="NAME", help="the layer whose flattened output feeds the head "
-                         "(only where attrex cannot split the model itself)")
-        own.add_argument("--head-layer", metavar="NAME", help="the last nn.Linear (default: found by attrex)")
-        p.add_argument("--arch", choices=list(ARCHITECTURES), help="architecture (default: the data set's)")
-        p.add_argument("--epochs", type=int, help="training epochs (default: the data set's)")
-        p.add_argument("--seed", type=int, help="seed of the scenario and the training (default 0)")
-        p.add_argument("--data-dir", help="folder with the full data set (default: the embedded subset)")
-        p.add_argument("--n-train", type=int, help="class-balanced subset of the training split")
-        p.add_argument("--n-test", type=int, help="class-balanced subset of the test split")
-        p.add_argument("--cache-dir", help="cache folder (default: $ATTREX_CACHE or ~/.cache/attrex)")
-        p.add_argument("--quiet", action="store_true", help="no progress bar")
-        p.add_argument("--json", action="store_true", help="one JSON document on stdout")
-
-    def method_args(p: argparse.ArgumentParser, required: bool) -> None:
-        p.add_argument("--method", required=required, help="a method name (`attrex methods` lists them)")
-        p.add_argument("--param", "-p", action="append", metavar="NAME=VALUE",
-                       help="a method parameter (repeatable); `attrex methods` lists names, defaults and ranges")
-
     p = sub.add_parser("prepare", help="build a scenario, train its model and optionally precompute a method (cached)")
-    model_args(p)
+    _model_args(p)
     p.add_argument("--download", action="store_true", help="first fetch the data set into --data-dir (needs internet)")
-    method_args(p, required=False)
+    _method_args(p, required=False)
     p.add_argument("--shard", metavar="I/N", help="precompute only shard I of N of the training set (one per process "
                    "or machine, sharing the cache folder), then merge with --merge N")
     p.add_argument("--merge", type=int, metavar="N", help="merge the N cached shards into the full precompute")
@@ -454,8 +473,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_methods)
 
     p = sub.add_parser("explain", help="the proponents and opponents of one test sample, with ground-truth flags")
-    model_args(p)
-    method_args(p, required=True)
+    _model_args(p)
+    _method_args(p, required=True)
     p.add_argument("--test", type=int, required=True, help="index of the test sample within --split")
     p.add_argument("--split", default="clean", help="test split: clean (default), triggered, marked")
     p.add_argument("--target", type=int, help="class to explain (default: the predicted class)")
@@ -467,7 +486,7 @@ def make_parser() -> argparse.ArgumentParser:
     from core.evaluation import tasks_help  # the task registry: the one list of tasks
 
     p = sub.add_parser("evaluate", help="score methods against the scenario's planted ground truth (cached)")
-    model_args(p)
+    _model_args(p)
     p.add_argument("--methods", required=True, help="comma-separated method names, or all")
     p.add_argument("--param", "-p", action="append", metavar="METHOD.NAME=VALUE",
                    help="a method parameter (repeatable), e.g. tracin-rp.dim=2048")

@@ -53,3 +53,20 @@ def test_the_method_example_runs_and_keeps_the_contract(default_trained, tmp_pat
                 "sys.exit(pytest.main(['-q', '-p', 'no:cacheprovider', 'tests/test_contract.py', '-k', 'feature-sim']))\n")
     out = run(examples()["method"] + contract, tmp_path)
     assert "1 passed" in out, out
+
+
+def test_the_page_example_shows_the_methods_top_self_influence(default_trained, default_mnist):
+    """The page in AppTest on the default scenario: its eight points are the representer's largest self-scores,
+    computed here without the app."""
+    import numpy as np
+    from _apptest import wait_for_jobs
+    from streamlit.testing.v1 import AppTest
+
+    from core.methods import TrainingData, create
+
+    at = AppTest.from_string(examples()["page"] + "\nrender()\n", default_timeout=240)
+    at.run()
+    wait_for_jobs(at)
+    shown = [int(c.value.split("#")[1].split(",")[0]) for c in at.caption if c.value.startswith("training #")]
+    scores = create("representer", default_trained, TrainingData.of(default_mnist)).fit().self_scores().numpy()
+    assert shown == np.argsort(-scores, kind="stable")[:8].tolist()
