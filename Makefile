@@ -2,6 +2,7 @@
 #   make app   set up .venv if needed, then start the app on the default scenario, for this machine only
 #              (HOST=0.0.0.0 serves every network the machine is on: anyone who reaches it can use the app)
 #   make test  set up (with the test extras), then run the test suite
+#   make check lint and the fast tests (under a minute: the tests not marked slow), for the inner loop
 #   make lock  regenerate requirements.lock and requirements-test.lock from pyproject.toml
 #   make crosscheck  compare core/metrics with quanda's metrics, in a separate venv (.venv-quanda)
 # Both set-ups install from a lock: every package pinned, with hashes (Linux x86-64, CPython 3.11).
@@ -16,11 +17,12 @@ TSTAMP := $(VENV)/.installed-test
 LOCK   := requirements.lock
 TLOCK  := requirements-test.lock
 
-.PHONY: app test setup setup-test lock browser lint clean-cache crosscheck help
+.PHONY: app test check setup setup-test lock browser lint clean-cache crosscheck help
 
 help:
 	@echo "make app    - start the app (http://localhost:$(PORT)), for this machine only; HOST=0.0.0.0 serves others"
 	@echo "make test   - run the test suite"
+	@echo "make check  - lint, then the fast tests (not marked slow; under a minute)"
 	@echo "make lint   - ruff"
 	@echo "make lock   - regenerate the lock files from pyproject.toml (UPGRADE=1: newest allowed versions)"
 	@echo "make crosscheck - compare core/metrics with quanda 0.5.0's metrics (builds .venv-quanda once)"
@@ -91,6 +93,9 @@ test: $(TSTAMP) browser
 
 lint: $(TSTAMP)
 	$(VENV)/bin/ruff check core explorer tests benchmarks tools
+
+check: lint
+	$(PY) -m pytest -q -m "not slow"
 
 clean-cache:
 	rm -rf "$${ATTREX_CACHE:-$${XDG_CACHE_HOME:-$$HOME/.cache}/attrex}"

@@ -31,6 +31,23 @@ def isolated_cache(tmp_path_factory) -> Path:
 # the ``default_*`` fixtures, which are the same objects when the test seed is 0.
 TEST_SEED = int(os.environ.get("ATTREX_TEST_SEED", "0"))
 
+# The tiers (docs/testing.md): `make test` runs every test; `make check` leaves out those marked
+# `slow`. A test is slow when it needs one of these fixtures (each trains a model or starts a
+# browser, directly or through the fixtures it uses), or when it is marked by hand (the app in
+# AppTest, subprocesses, training of its own).
+SLOW_FIXTURES = frozenset({"mnist_trained", "default_trained", "agnews_small", "browser"})
+# Whole files of slow tests: the app in AppTest or a browser, the CLI or a server in subprocesses, Ray.
+SLOW_MODULES = frozenset({"test_app", "test_pages", "test_export", "test_shared", "test_inert", "test_own_files",
+                          "test_removed_model", "test_browser", "test_browser_shared", "test_network", "test_cli",
+                          "test_distributed", "test_extending", "test_bench", "test_quanda_crosscheck"})
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if item.module.__name__.rpartition(".")[2] in SLOW_MODULES or \
+                SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture(scope="session")
 def mnist():

@@ -219,6 +219,7 @@ print(tensor_digest(art.tensors["w"]), art.meta["by"], art.status)
 """
 
 
+@pytest.mark.slow
 def test_two_processes_compute_an_artefact_once(tmp_path):
     repo = Path(__file__).resolve().parents[1]
     procs = [subprocess.Popen([sys.executable, "-c", _CONCURRENT, str(tmp_path), name], cwd=repo, text=True,

@@ -324,6 +324,7 @@ def test_without_checkpoints_methods_that_need_them_say_so_and_the_rest_run(scen
     assert scores.shape == (2, len(scenario.y_train)) and torch.isfinite(scores).all()
 
 
+@pytest.mark.slow
 def test_every_method_runs_on_a_loaded_model_or_says_why_not(scenario, source):
     """Each registered method on the person's model and data: scores of the right shape and finite, a
     self-score per training point where it has one, or (cleanlab, which retrains) a refusal saying why."""
@@ -353,6 +354,7 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
                           env=os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parents[1])}, timeout=300)
 
 
+@pytest.mark.slow
 def test_cli_prepares_explains_and_evaluates_your_own_model(folder, files, scenario, tmp_path):
     own_args = ["--data", str(folder), "--model", "usernet:build", "--weights", str(files["weights"]),
                 "--checkpoints", str(files["checkpoints"]), "--quiet", "--json"]
@@ -393,6 +395,7 @@ def test_cli_prepares_explains_and_evaluates_your_own_model(folder, files, scena
     (["--data", "{data}", "--image-size", "ten"], "an image size is HxW"),
     (["--data", "{data}", "--model", "usernet:build", "--weights", "w.pt"], "does not exist"),
 ])
+@pytest.mark.slow
 def test_cli_rejects_inconsistent_own_data_flags(folder, args, message, tmp_path):
     out = _cli("prepare", *(a.format(data=folder) for a in args), "--quiet", cwd=tmp_path)
     assert out.returncode == 2 and message in out.stderr, out.stderr

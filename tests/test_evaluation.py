@@ -81,6 +81,7 @@ def test_subsets_and_folds_are_seeded_partitions():
             call()
 
 
+@pytest.mark.slow
 def test_subset_models_equal_models_trained_one_by_one_and_resume(noisy, tmp_path):
     scenario, trained = noisy
     cache = Cache(tmp_path)
@@ -240,6 +241,7 @@ def test_lds_task_against_subset_models_trained_here(noisy, tmp_path):
 # ----------------------------------------------------------------------------- cleanlab
 
 
+@pytest.mark.slow
 def test_cleanlab_scores_out_of_fold_probabilities(noisy, tmp_path):
     from cleanlab.filter import find_label_issues
     from cleanlab.rank import get_label_quality_scores

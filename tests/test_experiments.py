@@ -119,6 +119,7 @@ def test_same_class_pairs_are_of_the_test_samples_class(mnist):
     assert all(torch.equal(a, b) for a, b in zip(pairs, same_class_pairs(mnist, tests, 4, seed=3), strict=True))
 
 
+@pytest.mark.slow
 def test_flia_on_poisoned_proponents_reports_both_directions():
     scenario = build(get_spec("mnist-backdoor", n_train=600, n_test=100))
     trained = train(scenario, default_config("mnist", epochs=3))

@@ -189,6 +189,7 @@ def test_mean_loss_matches_autograd_through_a_network_and_on_the_head():
 
 
 # ----- Koh & Liang: influence predicts leave-one-out retraining --------------------------------------
+@pytest.mark.slow
 def test_exact_influence_predicts_leave_one_out_retraining(logreg):
     """Removing z_i is up-weighting it by −1/n: the test loss changes by about +s(z_i, z') / n.
 
@@ -296,6 +297,7 @@ def test_per_query_solvers_over_many_parameters(logreg, monkeypatch):
         create("relatif", logreg["trained"], logreg["data"], solver="cg")
 
 
+@pytest.mark.slow
 def test_all_parameters_of_a_network(logreg, monkeypatch):
     """Every parameter of a ReLU MLP (562), through the network's HVPs rather than the head's closed form.
 

@@ -114,6 +114,7 @@ def test_cancelling_stops_work_at_its_next_report_and_a_waiting_job_never_starts
     assert job.error == "cancelled"
 
 
+@pytest.mark.slow
 def test_a_damaged_cached_model_is_retrained_by_a_job_with_progress(isolated_cache):
     """The app never retrains behind a bare spinner: an unusable cache entry is a background job."""
     from core.cache import Cache
@@ -154,6 +155,7 @@ def _sleep_forever(progress) -> None:
     time.sleep(600)
 
 
+@pytest.mark.slow
 def test_work_in_a_worker_process_relays_progress_results_errors_and_cancellation():
     from core.errors import AttrexError
     from core.jobs import Cancelled, in_process

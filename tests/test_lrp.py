@@ -75,6 +75,7 @@ def no_hooks(model: torch.nn.Module) -> bool:
 
 
 # ----- conservation and the score identity ----------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize("composite", COMPOSITES)
 @pytest.mark.parametrize("arch", ["cnn", "resnet-small", "resnet18"])
 def test_relevance_is_conserved(request, mnist, arch, composite):
@@ -122,6 +123,7 @@ def test_score_identity(mnist, cnn, mnist_trained):
     assert r.target == 7 and r.score == pytest.approx(float(cnn.scores(mnist.x_test[0], 7)[0, 3]), rel=1e-5, abs=1e-7)
 
 
+@pytest.mark.slow
 def test_score_identity_resnet_and_logreg(resnet_small, resnet18, tmp_path):
     for method, x_test in (resnet_small, resnet18):
         for x, i in pairs(method, x_test, 1):

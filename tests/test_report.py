@@ -23,6 +23,7 @@ def quick():
     return iif_linear.run(None, lambda m: None, quick=True)
 
 
+@pytest.mark.slow
 def test_iif_linear_quick_run_has_every_method_and_trial(quick):
     trials = iif_linear.QUICK["trials"]
     assert len(quick["columns"]) == 3
