@@ -215,6 +215,31 @@ def test_a_failing_method_gets_an_entry_not_a_crash(noisy, tmp_path, monkeypatch
         Settings(lds_alpha=1.5)
 
 
+def test_any_failure_of_a_method_is_its_entry_but_a_cancel_stops_the_evaluation(noisy, tmp_path, monkeypatch):
+    """A library's own error (cleanlab raised a NameError in the app's worker processes, and the whole evaluation
+    failed with it) is the failing method's entry, the other methods' results stand; a cancelled job stops it all."""
+    from core.jobs import Cancelled
+    from core.methods import REGISTRY
+
+    scenario, trained = noisy
+
+    def name_error(self, progress):
+        raise NameError("name 'pred_probs_by_class' is not defined")
+
+    monkeypatch.setattr(REGISTRY["representer"], "_compute", name_error)
+    r = evaluate(scenario, trained, ["representer", "random"], settings=Settings(n_test=5), cache=Cache(tmp_path))
+    assert r.results["representer"]["mislabel"].status == "error"
+    assert r.methods["representer"].error.startswith("NameError: ")
+    assert r.results["random"]["mislabel"].status == "ok"
+
+    def cancelled(self, progress):
+        raise Cancelled("cancelled")
+
+    monkeypatch.setattr(REGISTRY["representer"], "_compute", cancelled)
+    with pytest.raises(Cancelled):
+        evaluate(scenario, trained, ["random", "representer"], settings=Settings(n_test=5), cache=Cache(tmp_path))
+
+
 def test_lds_task_against_subset_models_trained_here(noisy, tmp_path):
     scenario, trained = noisy
     cache = Cache(tmp_path)
@@ -263,6 +288,34 @@ def test_cleanlab_scores_out_of_fold_probabilities(noisy, tmp_path):
     assert method.info["flagged"] == int(expected.ge(1).sum())
     with pytest.raises(AttrexError, match="no per-test-point scores"):
         method.scores(scenario.x_test[:1])
+
+
+@pytest.mark.slow
+def test_cleanlab_scores_in_a_process_started_by_spawn(tmp_path):
+    """The app's job workers are started by spawn: cleanlab's pool shared its data through module globals such a
+    process lacks, and failed with a NameError. The scores there equal cleanlab's, called here on the same data."""
+    import subprocess
+    import sys
+
+    from cleanlab.filter import find_label_issues
+    from cleanlab.rank import get_label_quality_scores
+
+    script = ("import multiprocessing, sys, torch\n"
+              "if __name__ == '__main__':\n"
+              "    multiprocessing.set_start_method('spawn', force=True)\n"
+              "    from core.methods.confident import label_issue_scores\n"
+              "    torch.manual_seed(0)\n"
+              "    p = torch.distributions.Dirichlet(torch.ones(10)).sample((3000,)).double()\n"
+              "    y = p.argmax(1); y[:300] = (y[:300] + 1) % 10\n"
+              "    torch.save({'p': p, 'y': y, 's': label_issue_scores(y, p, 'self_confidence')[0]}, sys.argv[1])\n")
+    out = tmp_path / "scores.pt"
+    done = subprocess.run([sys.executable, "-c", script, str(out)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    got = torch.load(out)
+    y, p = got["y"].numpy(), got["p"].numpy()
+    expected = torch.from_numpy(find_label_issues(y, p, filter_by="prune_by_noise_rate")).double() + 1 - \
+        torch.from_numpy(get_label_quality_scores(y, p, method="self_confidence")).double()
+    torch.testing.assert_close(got["s"], expected, rtol=0, atol=0)
 
 
 # ----------------------------------------------------------------------------- CLI

@@ -22,13 +22,13 @@ from core.evaluation.result import (
 )
 from core.evaluation.settings import Settings
 from core.evaluation.tasks import TASKS, Kept, Task, tasks_for
+from core.jobs import Cancelled
 from core.methods import Attributor, create, get_method
 from core.metrics import agreement
 from core.models.subsets import default_workers
 from core.models.training import Progress, TrainedModel
 
 VERSION = "2"  # 2: results keyed by the method's name too (GAS shares TracIn's precompute, not its scores)
-FAILURES = (AttrexError, RuntimeError, MemoryError, ValueError)  # what a method or task may fail with: an entry
 
 
 def result_key(ctx: Context, method: Attributor, task: str) -> str:
@@ -39,6 +39,9 @@ def result_key(ctx: Context, method: Attributor, task: str) -> str:
 
 class NotCached(Exception):
     """Raised inside :func:`evaluate` with ``compute=False`` when a result is not in the cache."""
+
+
+STOPS = (Cancelled, NotCached)  # they end the whole evaluation; any other failure is one method's or task's entry
 
 
 def _run_pair(ctx: Context, method: Attributor, task: Task, compute: bool = True) -> TaskResult:
@@ -137,7 +140,9 @@ def _method(ctx: Context, out: EvaluationResult, name: str, params: dict, tasks:
             raise NotCached
         out.methods[name] = MethodInfo(cls.title, cls.baseline, method.hparams, method.fit_seconds,
                                        method.fit_status.split(":")[0], time.perf_counter() - t0, method.info)
-    except FAILURES as exc:
+    except STOPS:
+        raise
+    except Exception as exc:  # one method's failure is its entry, whatever raised it: the others go on
         out.methods[name] = MethodInfo(cls.title, cls.baseline, error=f"{type(exc).__name__}: {exc}")
         row.update({t: TaskResult.failed(f"precompute failed: {exc}") for t in tasks})
         return row, None
@@ -149,7 +154,9 @@ def _method(ctx: Context, out: EvaluationResult, name: str, params: dict, tasks:
             continue
         try:
             row[t] = _run_pair(ctx, method, TASKS[t], compute)
-        except FAILURES as exc:
+        except STOPS:
+            raise
+        except Exception as exc:
             row[t] = TaskResult.failed(f"{type(exc).__name__}: {exc}")
     return row, method
 

@@ -23,6 +23,22 @@ from core.models.subsets import default_workers, k_folds, train_subsets
 from core.models.training import predict_proba
 
 
+def label_issue_scores(labels: torch.Tensor, probs: torch.Tensor, rank_by: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """cleanlab's suspicion of each label given out-of-fold probabilities ``probs`` ``[n, K]``: ``(score, flagged)``,
+    the score being 1 for a point ``find_label_issues`` flags plus one minus its label quality (``rank_by``).
+
+    cleanlab runs in this process (``n_jobs=1``): its pool shares data through module globals that a process
+    started by spawn (the app's job workers) does not have, and failed there with a ``NameError``.
+    """
+    from cleanlab.filter import find_label_issues
+    from cleanlab.rank import get_label_quality_scores
+
+    y, p = labels.numpy(), probs.double().numpy()
+    quality = torch.from_numpy(get_label_quality_scores(y, p, method=rank_by))
+    flagged = torch.from_numpy(find_label_issues(y, p, filter_by="prune_by_noise_rate", n_jobs=1))
+    return flagged.double() + (1 - quality.double()), flagged
+
+
 @register
 class ConfidentLearning(Attributor):
     name = "cleanlab"
@@ -42,9 +58,6 @@ class ConfidentLearning(Attributor):
     )
 
     def _compute(self, progress):
-        from cleanlab.filter import find_label_issues
-        from cleanlab.rank import get_label_quality_scores
-
         scenario = self.data.scenario
         if scenario is None:
             raise AttrexError("cleanlab retrains the model on folds of the training set, so it needs a scenario "
@@ -57,11 +70,7 @@ class ConfidentLearning(Attributor):
         probs = torch.empty(n, scenario.n_classes, dtype=torch.float64)
         for fold, m in zip(held, models, strict=True):
             probs[fold] = predict_proba(m.model, self.data.x[fold]).double()
-        labels = self.data.y.numpy()
-        p = probs.numpy()
-        quality = torch.from_numpy(get_label_quality_scores(labels, p, method=self.hparams["rank_by"]))
-        flagged = torch.from_numpy(find_label_issues(labels, p, filter_by="prune_by_noise_rate"))
-        score = flagged.double() + (1 - quality.double())
+        score, flagged = label_issue_scores(self.data.y, probs, self.hparams["rank_by"])
         info = {"flagged": int(flagged.sum()), "fold_test_acc": [m.test_accuracy for m in models]}
         return {"train/score": score.float(), "train/oof_probs": probs.float()}, {"info": info}
 
