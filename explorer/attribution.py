@@ -25,8 +25,9 @@ MAX_METHODS = 3
 
 
 def render(sc: Scenario, trained: TrainedModel, selection: state.Selection, split: str, row: int,
-           test_id: int, y_true: int, predicted: int) -> None:
-    """Method picker and, per chosen method, the proponents and opponents of test sample ``row`` of ``split``."""
+           test_id: int, y_true: int | None, predicted: int) -> None:
+    """Method picker and, per chosen method, the proponents and opponents of test sample ``row`` of ``split``
+    (``y_true`` is ``None`` for a person's own input: it has no label)."""
     names = [inert(n) for n in sc.class_names]  # all shown as Markdown below, a segmented control's options too
     st.divider()
     st.header("Which training data made this prediction?")
@@ -37,7 +38,10 @@ def render(sc: Scenario, trained: TrainedModel, selection: state.Selection, spli
         on_change=session.remember, args=(session.METHODS,),
         format_func=lambda m: REGISTRY[m].title, help="Up to three methods, one below the other.")
     c2, c3 = controls([4, 1], "explain")
-    if predicted != y_true:
+    if y_true is None:
+        explain = "prediction"
+        c2.markdown(f"Explaining the prediction **{names[predicted]}** (your input has no label to compare with).")
+    elif predicted != y_true:
         explain = c2.segmented_control(
             "Explain", ["prediction", "true label"], required=True, key=session.EXPLAIN,
             default=None if session.EXPLAIN in st.session_state else "prediction",  # a link may have set it

@@ -43,7 +43,8 @@ def render() -> None:
 
 def _own_input(sc: Scenario, trained: TrainedModel, selection: state.Selection) -> tuple | None:
     """Upload an image (or type a text) and explain it like a test sample. Returns the attribution panel's
-    arguments ``(split, row, test_id, true label, predicted)`` while one is being explained, else ``None``."""
+    arguments ``(split, row, test_id, true label (None: it has none), predicted)`` while one is being explained,
+    else ``None``."""
     kind = "image" if sc.kind == "image" else "text"
     active_key = session.custom_active(sc.spec.name)
     active = st.session_state.get(active_key)
@@ -96,7 +97,7 @@ def _own_input(sc: Scenario, trained: TrainedModel, selection: state.Selection) 
         names = sc.class_names
         st.markdown(badge(f"predicted {names[pred]} · {p[pred]:.1%}", "green"))
         st.bar_chart({names[c]: float(p[c]) for c in np.argsort(p)[::-1][:5]}, horizontal=True, height=180)
-    return state.CUSTOM, digest, "your input", pred, pred
+    return state.CUSTOM, digest, "your input", None, pred  # no true label
 
 
 def _training_curve(trained: TrainedModel) -> None:

@@ -221,6 +221,7 @@ def test_typing_a_text_explains_it_like_a_test_sample(small):
     pred = int(predict_proba(trained.model, x[None])[0].argmax())
     assert "Your input" in texts(at) and f"predicted {sc.class_names[pred]}" in texts(at)
     assert "of your input; positive" in texts(at)  # the method's proponents and opponents of the typed text
+    assert "no label to compare with" in texts(at) and "true label" not in texts(at)  # a typed text has no label
     at.button[[b.label for b in at.button].index("Back to the test samples")].click().run()
     assert "Your input" not in texts(at) and "Test #0" in texts(at)
 
