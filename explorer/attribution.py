@@ -15,7 +15,7 @@ import streamlit as st
 from core.data import Scenario
 from core.errors import AttrexError
 from core.methods import REGISTRY, Param
-from core.methods.defaults import JOBS
+from core.methods.defaults import CHOICES
 from core.models import TrainedModel
 from explorer import components, links, nav, pair, session, state
 from explorer.components import controls, flags_markdown, ready
@@ -31,7 +31,7 @@ def render(sc: Scenario, trained: TrainedModel, selection: state.Selection, spli
     names = [inert(n) for n in sc.class_names]  # all shown as Markdown below, a segmented control's options too
     st.divider()
     st.header("Which training data made this prediction?")
-    session.restore(session.METHODS, list(JOBS["explore"].methods))
+    session.restore(session.METHODS, list(CHOICES["explore"].methods))
     session.restore(session.TOP_K, 8)
     methods = st.multiselect(  # a row of its own: in a column its chips' names were cut at 900 px
         "Methods", offered(), max_selections=MAX_METHODS, select_all=False, key=session.METHODS,  # "Select all" kept 3
@@ -85,7 +85,7 @@ def _flagged_filter(sc: Scenario) -> tuple[set[int], bool]:
 
 def offered() -> list[str]:
     """Methods that score a test sample, the baselines after the methods."""
-    return JOBS["explore"].offered()
+    return CHOICES["explore"].offered()
 
 
 def _parameters(name: str, check) -> dict:

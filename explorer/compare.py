@@ -14,7 +14,7 @@ import streamlit as st
 
 from core.errors import AttrexError
 from core.methods import REGISTRY
-from core.methods.defaults import JOBS
+from core.methods.defaults import CHOICES
 from core.metrics import agreement
 from explorer import nav, session, state
 from explorer.components import card_columns, fitted_methods, flags_markdown, scenario_and_model
@@ -25,9 +25,9 @@ K = 8
 
 def render() -> None:
     selection, sc, trained = scenario_and_model(nav.COMPARE)
-    job = JOBS["compare"]
+    choice = CHOICES["compare"]
     c1, c2 = st.columns([3, 1])
-    methods = c1.multiselect("Methods", job.offered(), default=list(job.methods), max_selections=6, select_all=False,
+    methods = c1.multiselect("Methods", choice.offered(), default=list(choice.methods), max_selections=6, select_all=False,
                              key=session.COMPARE_METHODS, format_func=lambda m: REGISTRY[m].title)
     most = min(500, len(sc.y_test))  # a person's data may hold fewer than 50 test points
     n_points = int(c2.number_input("Test points", min_value=min(5, most), max_value=most, value=min(50, most), step=5,

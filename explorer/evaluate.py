@@ -13,7 +13,7 @@ import streamlit as st
 
 from core.evaluation import TASKS, EvaluationResult, tasks_for
 from core.methods import REGISTRY
-from core.methods.defaults import JOBS
+from core.methods.defaults import CHOICES
 from core.metrics.published import paper_value
 from explorer import nav, session
 from explorer.components import evaluation_panel, scenario_and_model
@@ -21,12 +21,12 @@ from explorer.components import evaluation_panel, scenario_and_model
 
 def render() -> None:
     selection, sc, trained = scenario_and_model(nav.EVALUATE)
-    job = JOBS["evaluate"]
-    offered = job.offered()
+    choice = CHOICES["evaluate"]
+    offered = choice.offered()
     applicable = [t for t in TASKS if TASKS[t].applies(sc) is None]
     with st.form(session.EVAL_FORM, border=False):
         c1, c2 = st.columns([3, 2])
-        methods = c1.multiselect("Methods", offered, default=[m for m in job.methods if m in offered],
+        methods = c1.multiselect("Methods", offered, default=[m for m in choice.methods if m in offered],
                                  key=session.EVAL_METHODS, format_func=lambda m: REGISTRY[m].title)
         tasks = c2.multiselect("Tasks", applicable, default=tasks_for(sc), key=session.EVAL_TASKS,
                                format_func=lambda t: TASKS[t].title,

@@ -17,7 +17,7 @@ import streamlit as st
 from core.evaluation import EvaluationResult
 from core.export import csv_text, file_stem
 from core.methods import REGISTRY
-from core.methods.defaults import JOBS
+from core.methods.defaults import CHOICES
 from explorer import nav, session, state
 from explorer.components import (
     card_columns,
@@ -35,7 +35,7 @@ COLUMNS = 8
 
 def offered() -> list[str]:
     """Methods with a self-influence (they rank training points), the baselines last."""
-    return JOBS["mislabels"].offered()
+    return CHOICES["mislabels"].offered()
 
 
 def render() -> None:
@@ -47,7 +47,7 @@ def render() -> None:
                 "or a baseline. " + (f"The {what} score every method below." if flipped is not None else
                                      "This scenario has **no planted flips**, so nothing scores the rankings; pick a "
                                      "`-noisy` scenario to see how well each method finds them."))
-    methods = st.multiselect("Methods", offered(), default=[m for m in JOBS["mislabels"].methods if m in offered()],
+    methods = st.multiselect("Methods", offered(), default=[m for m in CHOICES["mislabels"].methods if m in offered()],
                              key=session.MISLABEL_METHODS, format_func=lambda m: REGISTRY[m].title,
                              help="Baselines (training loss, cleanlab, random) are listed last. cleanlab retrains "
                                   "the model on 3 folds, once.")

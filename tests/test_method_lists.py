@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from core.methods import REGISTRY, offered
-from core.methods.defaults import JOBS, default_methods
+from core.methods.defaults import CHOICES, default_methods
 
 
 def test_offered_lists_methods_by_name_then_baselines_by_name():
@@ -31,10 +31,10 @@ def test_offered_refuses_an_unknown_flag():
         offered(no_such_flag=True)
 
 
-@pytest.mark.parametrize("job", sorted(JOBS))
+@pytest.mark.parametrize("job", sorted(CHOICES))
 def test_every_default_is_a_registered_method_the_job_offers(job):
     methods = default_methods(job)
     assert methods and len(set(methods)) == len(methods)
     for name in methods:
         assert name in REGISTRY, f"{job}: {name} is not registered"
-        assert name in JOBS[job].offered(), f"{job}: {name} lacks {JOBS[job].flags}"
+        assert name in CHOICES[job].offered(), f"{job}: {name} lacks {CHOICES[job].flags}"

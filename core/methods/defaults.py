@@ -14,7 +14,9 @@ from core.methods.base import offered
 
 
 @dataclass(frozen=True)
-class Job:
+class Choice:
+    """The methods one page or benchmark job starts with, and what a method needs to be offered there."""
+
     methods: tuple[str, ...]  # the defaults, in the order they are shown
     flags: dict[str, bool] = field(default_factory=dict)  # what a method needs for the job
 
@@ -23,25 +25,25 @@ class Job:
         return offered(**self.flags)
 
 
-JOBS: dict[str, Job] = {
+CHOICES: dict[str, Choice] = {
     # The Explore page's attribution panel: one method, precomputed in seconds and close to exact TracIn.
-    "explore": Job(("tracin-rp",), {"per_test": True}),
+    "explore": Choice(("tracin-rp",), {"per_test": True}),
     # The Compare page: two methods that both precompute in seconds; add GAS, TRAK, ... at will.
-    "compare": Job(("tracin-rp", "representer"), {"per_test": True}),
+    "compare": Choice(("tracin-rp", "representer"), {"per_test": True}),
     # The Evaluate page: a spread of fast methods (representer points, TracIn, GAS, DualView) and two
     # baselines; the slow ones (influence, TRAK, cleanlab's retraining) are one click away.
-    "evaluate": Job(("representer", "tracin-rp", "gas-rp", "dualview", "loss", "random")),
+    "evaluate": Choice(("representer", "tracin-rp", "gas-rp", "dualview", "loss", "random")),
     # The Mislabels page: fast to precompute and, measured on mnist-noisy (docs/REPORT.md), strong: the
     # training loss and representer points; random is the floor. cleanlab, TracIn, TRAK, influence are
     # one click away.
-    "mislabels": Job(("loss", "representer", "random"), {"self_influence": True}),
+    "mislabels": Choice(("loss", "representer", "random"), {"self_influence": True}),
     # benchmarks/bench_attribution.py: the methods whose query time is held to the project's target.
-    "bench-fast": Job(("tracin-rp", "trak", "dualview", "representer", "graddot"), {"per_test": True}),
+    "bench-fast": Choice(("tracin-rp", "trak", "dualview", "representer", "graddot"), {"per_test": True}),
     # benchmarks/backdoor_detection.py --quick: fewer methods, each fast on the three backdoor scenarios.
-    "backdoor-quick": Job(("tracin-rp", "gas-rp", "graddot", "representer", "random"), {"per_test": True}),
+    "backdoor-quick": Choice(("tracin-rp", "gas-rp", "graddot", "representer", "random"), {"per_test": True}),
 }
 
 
 def default_methods(job: str) -> tuple[str, ...]:
-    """The methods ``job`` starts with (a key of :data:`JOBS`)."""
-    return JOBS[job].methods
+    """The methods ``job`` starts with (a key of :data:`CHOICES`)."""
+    return CHOICES[job].methods
