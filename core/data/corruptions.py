@@ -20,6 +20,7 @@ scenario while :func:`core.data.scenario.build` builds it) in place and records 
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from typing import ClassVar
 
@@ -76,7 +77,7 @@ class Planting:
 
 
 @dataclass(frozen=True)
-class Corruption:
+class Corruption(ABC):
     """Base of all corruptions: a name for display, the parameters as a plain dict, and how it plants itself."""
 
     kind = "none"
@@ -92,9 +93,9 @@ class Corruption:
         if self.needs == "text" and kind != "text":
             raise AttrexError(f"trigger-token backdoors need a text data set; {dataset} holds images")
 
+    @abstractmethod
     def plant(self, p: Planting, rng: np.random.Generator) -> None:
         """Plant the corruption on ``p`` (labels, inputs, ground truth, test splits), drawing from ``rng``."""
-        raise NotImplementedError(f"{type(self).__name__} does not plant itself")
 
 
 @dataclass(frozen=True)
